@@ -1,0 +1,114 @@
+"""Semantic checks of one planned run, done before any work (names, values, the model itself).
+
+The model is built on PyTorch's `meta` device, which allocates nothing, so a 100 M-parameter entry
+is checked (kwargs accepted, image size divisible by its down-sampling, parameter count) in
+milliseconds.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import replace
+
+import torch
+
+from bench.errors import BenchError, choices_error
+
+
+def check_run(spec, where: str, entry_path: str, check_models: bool = True):
+    """Validate a RunSpec; returns it with capacity-matched kwargs and a parameter count."""
+    _check_names(spec, where)
+    _check_values(spec, where)
+    if not check_models:
+        return spec
+    entry = spec.entry
+    kwargs, capacity = dict(entry.kwargs), None
+    if entry.match is not None:
+        kwargs, capacity = _match(spec, where, entry_path)
+        entry = replace(entry, kwargs=kwargs)
+    params, factor = model_summary(entry.arch, json.dumps(kwargs, sort_keys=True),
+                                   spec.data.channels, spec.data.image_size, where, entry_path)
+    if spec.data.image_size % factor:
+        raise BenchError(f"{where}: data.image_size: {spec.data.image_size} is not divisible by "
+                         f"{factor}, the down-sampling factor of {entry_path} ({entry.arch})")
+    return replace(spec, entry=entry, capacity=capacity, params=params)
+
+
+def _check_names(spec, where: str) -> None:
+    from bench.data import DATASETS
+    from bench.diffusion import SCHEDULES
+    from bench.samplers import SAMPLERS, check_sampler_opts
+
+    if spec.data.dataset not in DATASETS:
+        raise choices_error(f"{where}: data.dataset", "dataset", spec.data.dataset, DATASETS)
+    if spec.diffusion.schedule not in SCHEDULES:
+        raise choices_error(f"{where}: diffusion.schedule", "schedule", spec.diffusion.schedule,
+                            SCHEDULES)
+    if spec.eval.sampler not in SAMPLERS:
+        raise choices_error(f"{where}: eval.sampler", "sampler", spec.eval.sampler, SAMPLERS)
+    check_sampler_opts(spec.eval.sampler, spec.eval.sampler_opts, f"{where}: eval.sampler_opts")
+    device = spec.train.device
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise choices_error(f"{where}: train.device", "device", device, ["auto", "cpu", "cuda", "cuda:N"])
+
+
+def _check_values(spec, where: str) -> None:
+    budget = {k: v for k, v in vars(spec.budget).items() if v is not None}
+    if len(budget) != 1:
+        raise BenchError(f"{where}: budget: give exactly one of kimg, steps, seconds (got "
+                         f"{', '.join(budget) or 'none'})")
+    (unit, amount), = budget.items()
+    positive = {f"budget.{unit}": amount, "train.batch_size": spec.train.batch_size,
+                "train.lr": spec.train.lr, "diffusion.timesteps": spec.diffusion.timesteps,
+                "data.image_size": spec.data.image_size, "eval.grid": spec.eval.grid,
+                "eval.sample_batch": spec.eval.sample_batch, "eval.val_images": spec.eval.val_images,
+                "eval.val_t_per_image": spec.eval.val_t_per_image}
+    for key, value in positive.items():
+        if value <= 0:
+            raise BenchError(f"{where}: {key}: must be positive, got {value}")
+    in_unit = {"train.ema_decay": spec.train.ema_decay, "data.holdout": spec.data.holdout}
+    for key, value in in_unit.items():
+        if not 0 <= value < 1:
+            raise BenchError(f"{where}: {key}: must be in [0, 1), got {value}")
+    if spec.data.channels not in (1, 3):
+        raise choices_error(f"{where}: data.channels", "channel count", spec.data.channels, [1, 3])
+    steps = spec.eval.steps
+    if steps is not None and steps <= 0:
+        raise BenchError(f"{where}: eval.steps: must be positive, got {steps}")
+    if steps is not None and steps > spec.diffusion.timesteps:
+        raise BenchError(f"{where}: eval.steps: {steps} exceeds diffusion.timesteps "
+                         f"({spec.diffusion.timesteps})")
+
+
+def _match(spec, where: str, entry_path: str):
+    from bench.capacity import match_capacity
+
+    match = spec.entry.match
+    if len(match) != 1 or next(iter(match)) not in ("params", "flops"):
+        raise BenchError(f"{where}: {entry_path}.match: expected {{params: TARGET}} or "
+                         f"{{flops: TARGET}} (TARGET an architecture name or a number)")
+    (kind, target), = match.items()
+    try:
+        return match_capacity(spec.entry.arch, dict(spec.entry.kwargs), target, kind=kind,
+                              in_channels=spec.data.channels, out_channels=spec.data.channels,
+                              image_size=spec.data.image_size)
+    except BenchError as err:
+        raise BenchError(f"{where}: {entry_path}.match: {err}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def model_summary(arch: str, kwargs_json: str, channels: int, image_size: int,
+                  where: str, entry_path: str) -> tuple[int, int]:
+    """(parameter count, downsample_factor) of an entry, built on the meta device."""
+    from architectures import UnknownArchitectureError, create
+
+    kwargs = json.loads(kwargs_json)
+    try:
+        with torch.device("meta"):
+            model = create(arch, in_channels=channels, out_channels=channels,
+                           image_size=image_size, **kwargs)
+    except UnknownArchitectureError as err:
+        raise BenchError(f"{where}: {entry_path}.arch: {err}") from None
+    except (TypeError, ValueError, AssertionError) as err:
+        raise BenchError(f"{where}: {entry_path}.kwargs: {arch}: {err}") from None
+    return sum(p.numel() for p in model.parameters()), int(getattr(model, "downsample_factor", 1))

@@ -1,0 +1,148 @@
+"""Suite sections as frozen dataclasses, and a strict dict -> dataclass builder.
+
+Style after nanoGPT's configurator (a loud error on an unknown key) with types taken from the
+annotations: every field's type hint is the schema, `Literal[...]` lists the valid choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bench.errors import BenchError, choices_error
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic"        # a key of bench.data.DATASETS
+    root: str | None = None           # local path of the images (cifar10, folder, fashion_mnist)
+    image_size: int = 32              # square training resolution
+    channels: int = 3                 # 3 = RGB, 1 = grayscale
+    download: bool = False            # cifar10 only: fetch with torchvision when explicitly asked
+    holdout: float = 0.1              # held-out fraction when the dataset has no test split
+    group_by: str | None = None       # regex on relative paths: held-out split keeps groups whole
+    limit: int | None = None          # cap on training images (quick runs)
+    num_images: int = 2048            # synthetic only
+    seed: int = 0                     # synthetic drawing and held-out split seed
+    flip: bool = True                 # random horizontal flips of training batches
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str = "linear"          # a key of bench.diffusion.SCHEDULES
+    timesteps: int = 1000             # T
+    target: Literal["eps", "x0", "v"] = "eps"
+    min_snr_gamma: float | None = None  # Min-SNR-γ loss weighting (Hang et al. 2023); None = plain MSE
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    kimg: float | None = None         # thousands of training images seen (EDM)
+    steps: int | None = None          # optimizer steps
+    seconds: float | None = None      # synchronized training-step time (AlgoPerf); eval excluded
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8                 # AdamW epsilon
+    warmup_kimg: float = 0.0          # linear LR warm-up length
+    lr_schedule: Literal["constant", "cosine", "cosine_restarts"] = "constant"
+    lr_min: float = 0.0               # floor of the cosine schedules
+    cycle_kimg: float = 100.0         # cosine_restarts: first cycle length (SGDR T_0)
+    cycle_mult: float = 1.0           # cosine_restarts: cycle growth (SGDR T_mult)
+    grad_clip: float | None = 1.0     # max global grad norm; None = off
+    ema_decay: float = 0.9999
+    ema_start_step: int = 0           # EMA tracks the raw weights until this step
+    amp: Literal["bf16", "fp16", "none"] = "bf16"  # autocast dtype on CUDA (CPU always fp32)
+    channels_last: bool = True        # CUDA only
+    tf32: bool = True                 # CUDA matmul/cudnn TF32
+    compile: bool = False             # torch.compile the denoiser
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    log_every: int = 10               # history points of the training loss (steps)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every_kimg: float | None = None   # in-training evaluation period; None = only at the end
+    sampler: str = "ddim"             # a key of bench.samplers.SAMPLERS
+    steps: int | None = 50            # sampling steps (None = sampler default)
+    sampler_opts: dict = field(default_factory=dict)
+    use_ema: bool = True              # evaluate the EMA weights
+    grid: int = 16                    # images in samples.png (fixed noise, same for every entry)
+    grid_seed: int = 0                # seed of the fixed grid noise
+    sample_batch: int = 64            # images per sampling batch (throughput measurement)
+    val_images: int = 256             # held-out images for the validation loss
+    val_t_per_image: int = 4          # stratified timesteps per held-out image
+    metric: str = "val_loss"          # leaderboard ranking metric
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    arch: str                         # registry name (python -m bench list)
+    name: str = ""                    # leaderboard label; defaults to arch
+    kwargs: dict = field(default_factory=dict)
+    match: dict | None = None         # capacity matching: {params: arch|number} or {flops: ...}
+    overrides: dict = field(default_factory=dict)  # per-entry section overrides {train: {lr: ...}}
+
+
+def build(cls: type, data: Any, where: str, path: str) -> Any:
+    """Instantiate dataclass `cls` from a dict, refusing unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BenchError(f"{where}: {path}: expected a mapping, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise choices_error(f"{where}: {path}.{key}", "key", key, fields)
+    values = {k: coerce(hints[k], v, where, f"{path}.{k}") for k, v in data.items()}
+    missing = [n for n, f in fields.items() if n not in values and _required(f)]
+    if missing:
+        raise BenchError(f"{where}: {path}.{missing[0]}: required key is missing")
+    return cls(**values)
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def coerce(hint: Any, value: Any, where: str, path: str) -> Any:
+    """Check `value` against a type hint; ints are accepted for floats, lists for tuples."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(inner[0], value, where, path)
+    if origin is Literal:
+        if value not in args:
+            raise choices_error(where + ": " + path, "value", value, args)
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise BenchError(f"{where}: {path}: expected a list of {len(args)} numbers, got {_show(value)}")
+        return tuple(coerce(a, v, where, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 2e-4 as a string; accept it as a number
+        except ValueError:
+            pass
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                dict: "a mapping"}
+    if hint in expected and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise BenchError(f"{where}: {path}: expected {expected[hint]}, got {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else f"{type(value).__name__} {value!r}"

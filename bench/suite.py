@@ -1,0 +1,176 @@
+"""YAML suite -> validated, frozen `Suite` and its planned runs (one per model entry and seed).
+
+Everything a run needs is checked here, before any work starts (nanoGPT's loud config errors,
+diffusers' teaching messages): unknown keys, wrong types, unknown dataset / schedule / sampler /
+architecture names, bad architecture kwargs, impossible budgets and image sizes. Each failure is a
+`BenchError` whose one line names the file, the key path and the valid choices.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import (BudgetConfig, DataConfig, DiffusionConfig, EvalConfig, ModelEntry,
+                          TrainConfig, build)
+from bench.errors import BenchError, choices_error
+
+SECTIONS = {"data": DataConfig, "diffusion": DiffusionConfig, "budget": BudgetConfig,
+            "train": TrainConfig, "eval": EvalConfig}
+TOP_KEYS = {"name", "description", "baseline", "seeds", "models", "search", *SECTIONS}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One planned run: a model entry with its resolved sections, and a seed."""
+    suite: str
+    entry: ModelEntry
+    seed: int
+    data: DataConfig
+    diffusion: DiffusionConfig
+    budget: BudgetConfig
+    train: TrainConfig
+    eval: EvalConfig
+    capacity: dict | None = None      # capacity-matching record (target, achieved, width)
+    params: int | None = None         # parameter count (from a meta-device build)
+
+    def config(self) -> dict:
+        """The resolved configuration that defines this run (hashed into its id)."""
+        return {"entry": asdict(self.entry), "seed": self.seed, "data": asdict(self.data),
+                "diffusion": asdict(self.diffusion), "budget": asdict(self.budget),
+                "train": asdict(self.train), "eval": asdict(self.eval)}
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.config(), sort_keys=True, default=str).encode()
+        return f"{self.entry.name}-s{self.seed}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    models: tuple[ModelEntry, ...]
+    seeds: tuple[int, ...] = (0,)
+    description: str = ""
+    baseline: str | None = None       # entry the report compares against (default: the first)
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    search: dict | None = None        # Optuna search space (bench.tune validates it)
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+    runs: tuple[RunSpec, ...] = ()
+
+
+def load_suite(path: str | Path, overrides: list[str] = (), check_models: bool = True) -> Suite:
+    """Read, override, validate and plan a suite; raises BenchError on any bad input."""
+    where = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{where}: no such suite file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise BenchError(f"{where}: not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        raise BenchError(f"{where}: expected a mapping of suite sections at the top level")
+    for item in overrides:
+        apply_override(raw, item, where)
+    return parse_suite(raw, where, check_models)
+
+
+def apply_override(raw: dict, item: str, where: str) -> None:
+    """`--set a.b.c=value` (value parsed as YAML; list indices as numbers: models.0.kwargs.x=1)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise BenchError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    node, parts = raw, key.split(".")
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[_index(part, node, key)]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise BenchError(f"--set {key}: {part!r} is not a section")
+    value = yaml.safe_load(text) if text else None
+    if isinstance(node, list):
+        node[_index(parts[-1], node, key)] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _index(part: str, node: list, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise BenchError(f"--set {key}: {part!r} is not an index of a {len(node)}-item list")
+    return int(part)
+
+
+def parse_suite(raw: dict, where: str, check_models: bool = True) -> Suite:
+    """Validate a suite mapping (keys, types, names, values) and plan its runs."""
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise choices_error(f"{where}: {key}", "section", key, TOP_KEYS)
+    name = raw.get("name") or Path(where).stem
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise BenchError(f"{where}: name: expected a plain name (letters, digits, _ or -), got {name!r}")
+    sections = {k: build(cls, raw.get(k), where, k) for k, cls in SECTIONS.items()}
+    models = _parse_models(raw.get("models"), where)
+    seeds = _parse_seeds(raw.get("seeds", [0]), where)
+    baseline = raw.get("baseline")
+    if baseline is not None and baseline not in [m.name for m in models]:
+        raise choices_error(f"{where}: baseline", "entry", baseline, [m.name for m in models])
+    search = raw.get("search")
+    if search is not None and not isinstance(search, dict):
+        raise BenchError(f"{where}: search: expected a mapping")
+    suite = Suite(name=name, path=where, models=models, seeds=seeds,
+                  description=str(raw.get("description", "")), baseline=baseline,
+                  search=search, raw=copy.deepcopy(raw), **sections)
+    runs = tuple(_plan(suite, i, m, seed, check_models)
+                 for i, m in enumerate(models) for seed in seeds)
+    return replace(suite, runs=runs)
+
+
+def _parse_models(items: Any, where: str) -> tuple[ModelEntry, ...]:
+    if not isinstance(items, list) or not items:
+        raise BenchError(f"{where}: models: expected a non-empty list of {{arch, name?, kwargs?}}")
+    entries = []
+    for i, item in enumerate(items):
+        entry = build(ModelEntry, item, where, f"models[{i}]")
+        entries.append(replace(entry, name=entry.name or entry.arch))
+    names = [e.name for e in entries]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise BenchError(f"{where}: models: entry name {dup!r} is used twice; give each a `name:`")
+    return tuple(entries)
+
+
+def _parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))  # `seeds: 3` means seeds 0, 1, 2
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise BenchError(f"{where}: seeds: expected a list of integers or a count, got {seeds!r}")
+    return tuple(seeds)
+
+
+def _plan(suite: Suite, i: int, entry: ModelEntry, seed: int, check_models: bool) -> RunSpec:
+    """Resolve one entry's sections (suite defaults + entry overrides) and check it."""
+    where, sections = suite.path, {}
+    for key in entry.overrides:
+        if key not in SECTIONS:
+            raise choices_error(f"{where}: models[{i}].overrides.{key}", "section", key, SECTIONS)
+    for key, cls in SECTIONS.items():
+        merged = {**asdict(getattr(suite, key)), **(entry.overrides.get(key) or {})}
+        sections[key] = build(cls, merged, where, f"models[{i}].overrides.{key}"
+                              if key in entry.overrides else key)
+    spec = RunSpec(suite=suite.name, entry=entry, seed=seed, **sections)
+    from bench.checks import check_run
+    return check_run(spec, where, f"models[{i}]", check_models)
