@@ -1,0 +1,136 @@
+"""Capacity: parameter and FLOP counts, and capacity matching by base width (issue 3).
+
+`match_capacity` scales an architecture's base-width keyword (declared by `register(width=...)`)
+until its parameter count, or its forward FLOPs at the suite's image size, lands within ±tol of a
+target (another architecture's default, or a number). Candidates are built on the meta device (no
+memory, no compute); FLOPs come from `torch.utils.flop_counter.FlopCounterMode` on a batch-1
+forward with attention forced to the math SDPA kernel, so attention matmuls are counted on every
+device (PyTorch's CPU flash-attention op has no FLOP formula and would count as zero).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from architectures import UnknownArchitectureError, create, width_kwarg
+from bench.errors import BenchError, choices_error
+
+KINDS = ("params", "flops")
+MAX_WIDTH = 1 << 14        # widths beyond this are not searched
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops(model: nn.Module, in_channels: int, image_size: int) -> int:
+    """FLOPs (2 per multiply-add) of one forward of one image and its timestep.
+
+    `in_channels` is what the model reads (image plus any conditioning channels). Works for models
+    on any device, meta included; the model's train/eval mode is restored afterwards.
+    """
+    ref = next(model.parameters(), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    x = torch.zeros(1, in_channels, image_size, image_size, device=device, dtype=dtype)
+    t = torch.zeros(1, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(x, t)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def _measure(arch: str, kwargs: dict, kind: str, in_channels: int, out_channels: int, image_size: int) -> int:
+    """Build `arch` on the meta device and return its parameter count or forward FLOPs."""
+    with torch.device("meta"):
+        model = create(arch, in_channels=in_channels, out_channels=out_channels, image_size=image_size, **kwargs)
+    if kind == "params":
+        return count_params(model)
+    return forward_flops(model, in_channels + int(kwargs.get("cond_channels") or 0), image_size)
+
+
+def _width_step(measure, limit: int = 512) -> int:
+    """Smallest width the architecture accepts; valid widths are its multiples (GroupNorm, heads)."""
+    for width in range(1, limit + 1):
+        try:
+            measure(width)
+            return width
+        except Exception:  # invalid width: GroupNorm groups, heads, odd channel splits
+            continue
+    raise BenchError(f"no valid width up to {limit}")
+
+
+def _target_value(target, kind: str, where: str, dims: dict) -> tuple[float, str | None]:
+    """A numeric target as given, or the value of the named architecture at its default width."""
+    if isinstance(target, str):
+        try:
+            return float(_measure(target, {}, kind, **dims)), target
+        except UnknownArchitectureError as err:
+            raise BenchError(f"{where}: {err}") from None
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0:
+        raise BenchError(f"{where}: target must be an architecture name or a positive number, got {target!r}")
+    return float(target), None
+
+
+def match_capacity(
+    arch: str,
+    kwargs: dict,
+    target,
+    *,
+    kind: str = "params",
+    in_channels: int,
+    out_channels: int,
+    image_size: int,
+    tol: float = 0.03,
+    where: str = "match",
+) -> tuple[dict, dict]:
+    """Return (kwargs with the width set, info {target, achieved, width, kind, ...}).
+
+    `target` is an architecture name (its default-width value at the same channels and image size)
+    or a number. Raises BenchError when the architecture has no width keyword or when no width
+    lands within ±`tol`; `where` prefixes messages (e.g. the suite entry's key path).
+    """
+    if kind not in KINDS:
+        raise choices_error(where, "capacity kind", kind, KINDS)
+    try:
+        key = width_kwarg(arch)
+    except UnknownArchitectureError as err:
+        raise BenchError(f"{where}: {err}") from None
+    if key is None:
+        raise BenchError(f"{where}: architecture {arch!r} declares no width keyword, so it cannot be capacity-matched")
+    dims = dict(in_channels=in_channels, out_channels=out_channels, image_size=image_size)
+    goal, target_arch = _target_value(target, kind, where, dims)
+    base = {k: v for k, v in kwargs.items() if k != key}
+
+    cache: dict[int, int] = {}
+
+    def measure(width: int) -> int:
+        if width not in cache:
+            cache[width] = _measure(arch, {**base, key: width}, kind, **dims)
+        return cache[width]
+
+    step = _width_step(measure)
+    lo, hi = 1, 1                          # multiples of `step`: value(lo) < goal <= value(hi)
+    while measure(hi * step) < goal:
+        lo, hi = hi, hi * 2
+        if hi * step > MAX_WIDTH:
+            raise BenchError(f"{where}: {arch} needs a {key} above {MAX_WIDTH} to reach {kind} {goal:.4g}")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if measure(mid * step) < goal else (lo, mid)
+    width = min({lo * step, hi * step}, key=lambda w: abs(measure(w) - goal))
+    achieved = measure(width)
+    if abs(achieved - goal) > tol * goal:
+        near = ", ".join(f"{key}={w}: {measure(w):.4g}" for w in sorted({lo * step, hi * step}))
+        raise BenchError(f"{where}: {arch} cannot reach {kind} {goal:.4g} within ±{tol:.0%} by width alone "
+                         f"({near}; widths step by {step})")
+    info = {"target": goal, "achieved": achieved, "width": width, "kind": kind,
+            "width_kwarg": key, "target_arch": target_arch, "rel_error": achieved / goal - 1.0}
+    return {**kwargs, key: width}, info
