@@ -1,0 +1,113 @@
+"""Paired reconstruction metrics vs t: SSIM and PSNR of one-step x̂_0 and of a DDIM round trip.
+
+Sources: Wang et al. 2004 (SSIM; torchmetrics' `structural_similarity_index_measure`, 11x11 Gaussian
+window, sigma 1.5) and PSNR via torchmetrics, both with data_range = 1.0 on images in [0, 1]. Study 003
+(Table 1) scores one-step reconstructions x̂_0 = f(x_t) of held-out images at t = 50, 100, ..., 1000;
+x_t follows Ho et al. 2020 eq. 4, x̂_0 the model's target (ε, x_0 or v; `Diffusion.predict_x0`).
+The round trip encodes x_0 -> x_t with deterministic DDIM inversion and decodes back (Song et al. 2021).
+
+Timesteps: the grid is in the report's 1-based units (t = 1000 is the last step), mapped to the index
+t - 1. x̂_0 is clamped to [-1, 1] before scoring, as an image would be. Every t reuses the same noise ε
+per image (drawn on the CPU from `generator`, so it does not depend on the device), so the curve vs t
+changes only t. std is over images (population std).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from bench.errors import BenchError
+
+
+def default_t_grid(T: int) -> list[int]:
+    """Twenty evenly spaced 1-based timesteps ending at T: 50, 100, ..., 1000 for T = 1000."""
+    return sorted({max(1, T * k // 20) for k in range(1, 21)})
+
+
+def check_t_grid(t_grid, T: int) -> list[int]:
+    grid = default_t_grid(T) if t_grid is None else [int(t) for t in t_grid]
+    bad = [t for t in grid if not 1 <= t <= T]
+    if bad or not grid:
+        raise BenchError(f"reconstruction t grid: {bad or 'empty'} out of range; choose 1..{T} "
+                         "(1-based: t = T is the last step, index T - 1)")
+    return grid
+
+
+def pair_scores(x0_hat: torch.Tensor, x0_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image (SSIM, PSNR) of x̂_0 in [-1, 1] (clamped) against uint8 images, both taken to [0, 1]."""
+    pred = (x0_hat.float().clamp(-1, 1) + 1) / 2
+    target = x0_uint8.to(pred.device).float() / 255
+    ssim = structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none")
+    psnr = peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return ssim.double().cpu(), psnr.double().cpu()
+
+
+def summarize(ssim: list[torch.Tensor], psnr: list[torch.Tensor]) -> dict:
+    s, p = torch.cat(ssim), torch.cat(psnr)
+    return {"ssim_mean": s.mean().item(), "ssim_std": s.std(correction=0).item(),
+            "psnr_mean": p.mean().item(), "psnr_std": p.std(correction=0).item()}
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _to_x0(batch: torch.Tensor, device) -> torch.Tensor:
+    if batch.dtype != torch.uint8 or batch.ndim != 4:
+        raise BenchError(f"reconstruction metrics: expected uint8 [N, C, H, W], got {batch.dtype} "
+                         f"{list(batch.shape)}")
+    return batch.to(device).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def reconstruction_metrics(model, diffusion, images_uint8: torch.Tensor, t_grid=None, *,
+                           generator: torch.Generator | None = None, batch_size: int = 64,
+                           device="cpu") -> dict:
+    """{t: {ssim_mean, ssim_std, psnr_mean, psnr_std}} of one-step x̂_0 from x_t, t 1-based."""
+    grid = check_t_grid(t_grid, diffusion.T)
+    scores = {t: ([], []) for t in grid}
+    with _eval_mode(model):
+        for batch in images_uint8.split(batch_size):
+            x0 = _to_x0(batch, device)
+            noise = torch.randn(x0.shape, generator=generator,
+                                device=generator.device if generator is not None else "cpu").to(device)
+            for t in grid:
+                tt = torch.full((len(x0),), t - 1, device=x0.device, dtype=torch.long)
+                x_t = diffusion.add_noise(x0, noise, tt)
+                x0_hat = diffusion.predict_x0(model(x_t, tt).float(), x_t, tt)
+                for acc, value in zip(scores[t], pair_scores(x0_hat, batch)):
+                    acc.append(value)
+    return {t: summarize(*scores[t]) for t in grid}
+
+
+@torch.no_grad()
+def roundtrip_metrics(model, diffusion, images_uint8: torch.Tensor, t_grid=None, *, steps: int = 50,
+                      batch_size: int = 64, device="cpu", spacing: str = "uniform",
+                      clip: bool = True) -> dict:
+    """{t: {ssim_mean, ...}} of a DDIM round trip x_0 -> x_t -> x̂_0 (η = 0, deterministic).
+
+    Each direction takes min(steps, t) DDIM steps over [0, t - 1]; `clip` clamps x̂_0 while decoding.
+    """
+    from bench.samplers import ddim, ddim_encode
+
+    grid = check_t_grid(t_grid, diffusion.T)
+    scores = {t: ([], []) for t in grid}
+    with _eval_mode(model):
+        for batch in images_uint8.split(batch_size):
+            x0 = _to_x0(batch, device)
+            for t in grid:
+                n = min(steps, t)
+                x_t = ddim_encode(model, diffusion, x0, t_end=t - 1, steps=n, spacing=spacing)
+                x0_hat = ddim(model, diffusion, x0.shape, steps=n, device=device, noise=x_t,
+                              t_start=t - 1, eta=0.0, spacing=spacing, clip=clip)
+                for acc, value in zip(scores[t], pair_scores(x0_hat, batch)):
+                    acc.append(value)
+    return {t: summarize(*scores[t]) for t in grid}
