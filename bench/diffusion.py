@@ -34,7 +34,7 @@ def linear_betas(T: int) -> torch.Tensor:
 
 
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """Nichol & Dhariwal 2021 eq. 17: ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s)·π/2); β ≤ 0.999."""
+    """Nichol & Dhariwal 2021 eq. 17: ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1+s)·π/2), β ≤ 0.999."""
     t = torch.arange(T + 1, dtype=torch.float64) / T
     f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
@@ -137,7 +137,7 @@ class Diffusion:
             return x0
         return self._at("sqrt_ab", t, x0.ndim) * noise - self._at("sqrt_1m_ab", t, x0.ndim) * x0
 
-    def predict_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def predict_x0(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """x̂_0 from the network output: (x_t - √(1-ᾱ) ε̂)/√ᾱ, x̂_0 itself, or √ᾱ x_t - √(1-ᾱ) v̂."""
         a, s = self._at("sqrt_ab", t, x_t.ndim), self._at("sqrt_1m_ab", t, x_t.ndim)
         if self.target == "eps":
@@ -146,7 +146,7 @@ class Diffusion:
             return model_output
         return a * x_t - s * model_output
 
-    def predict_eps(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def predict_eps(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """ε̂ from the network output: ε̂ itself, (x_t - √ᾱ x̂_0)/√(1-ᾱ), or √(1-ᾱ) x_t + √ᾱ v̂."""
         a, s = self._at("sqrt_ab", t, x_t.ndim), self._at("sqrt_1m_ab", t, x_t.ndim)
         if self.target == "eps":

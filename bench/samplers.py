@@ -31,7 +31,9 @@ def timestep_subset(T: int, steps: int, spacing: str = "uniform") -> torch.Tenso
     """`steps` distinct timesteps of {0..T-1}, descending, spaced as the DDIM repo.
 
     uniform: 0, k, 2k, ... with k = T // steps (first `steps` of them);
-    quadratic: int(linspace(0, √(0.8 T), steps)²), which stops at 0.8 T as in the DDIM repo.
+    quadratic: int(linspace(0, √(0.8 T), steps)²), which stops at 0.8 T as in the DDIM repo, except
+    that a timestep the truncation repeats (the repo runs 0 twice at T=1000, 50 steps) is moved up to
+    the previous one + 1, so there are always `steps` distinct timesteps.
     """
     if spacing not in SPACINGS:
         raise choices_error("sampler.spacing", "spacing", spacing, SPACINGS)
@@ -41,9 +43,8 @@ def timestep_subset(T: int, steps: int, spacing: str = "uniform") -> torch.Tenso
         ts = torch.arange(steps, dtype=torch.long) * (T // steps)
     else:
         ts = (torch.linspace(0, (0.8 * T) ** 0.5, steps, dtype=torch.float64) ** 2).long()
-        if ts.unique().numel() != steps:
-            raise BenchError(f"sampler.steps: quadratic spacing gives repeated timesteps for "
-                             f"steps={steps}, T={T}; use fewer steps or spacing 'uniform'")
+        for i in range(1, steps):
+            ts[i] = max(int(ts[i]), int(ts[i - 1]) + 1)
     return ts.flip(0)
 
 
@@ -87,7 +88,7 @@ def _ancestral(model, chain: Diffusion, model_t: torch.Tensor, x: torch.Tensor, 
 def ddpm(model, diffusion: Diffusion, shape, *, steps=None, generator=None, device="cpu",
          noise=None, progress=False, variance="fixed_large", clip=True, **opts) -> torch.Tensor:
     """Ho et al. Algorithm 2 over all T steps; σ²_t = β_t (fixed_large) or β̃_t (fixed_small)."""
-    check_sampler_opts("ddpm", {"variance": variance, "clip": clip, **opts}, "ddpm")
+    check_sampler_opts("ddpm", {"variance": variance, "clip": clip, **opts}, "sampler_opts")
     if steps is not None and steps != diffusion.T:
         raise BenchError(f"sampler.steps: ddpm runs the full chain; use steps {diffusion.T} or "
                          f"null (or the respaced / ddim samplers for fewer steps), got {steps}")
@@ -105,7 +106,7 @@ def respaced(model, diffusion: Diffusion, shape, *, steps=None, generator=None, 
     original timestep indices.
     """
     check_sampler_opts("respaced", {"variance": variance, "spacing": spacing, "clip": clip, **opts},
-                       "respaced")
+                       "sampler_opts")
     steps = diffusion.T if steps is None else steps
     kept = timestep_subset(diffusion.T, steps, spacing).flip(0)  # ascending
     chain = Diffusion.from_betas(diffusion.respace(kept), target=diffusion.target)
@@ -137,7 +138,7 @@ def shortened(model, diffusion: Diffusion, shape, *, steps=None, generator=None,
     round((i + 1)·T/steps) - 1, the seed's normalised time (i + 1)/steps mapped onto the training
     grid. Its ᾱ only approximates the training ᾱ there, which is the seed's error; `respaced` is exact.
     """
-    check_sampler_opts("shortened", {"variance": variance, "clip": clip, **opts}, "shortened")
+    check_sampler_opts("shortened", {"variance": variance, "clip": clip, **opts}, "sampler_opts")
     steps = diffusion.T if steps is None else steps
     if not 1 <= steps <= diffusion.T:
         raise BenchError(f"sampler.steps: {steps} is out of range; choose 1..{diffusion.T}")
@@ -183,7 +184,9 @@ def ddim(model, diffusion: Diffusion, shape, *, steps=None, generator=None, devi
     `t_start` (default T-1) decodes from an intermediate x_{t_start} given as `noise`.
     """
     given = {"eta": eta, "spacing": spacing, "clip": clip, **opts}
-    check_sampler_opts("ddim", given if t_start is None else {**given, "t_start": t_start}, "ddim")
+    if t_start is not None:
+        given["t_start"] = t_start
+    check_sampler_opts("ddim", given, "sampler_opts")
     if eta < 0:
         raise BenchError(f"ddim.eta: must be >= 0 (0 = deterministic, 1 = ancestral), got {eta}")
     t_start = diffusion.T - 1 if t_start is None else t_start
