@@ -74,8 +74,9 @@ class DeviceBatches:
         generator: torch.Generator,     # on the same device: drives order and flips
         flip: bool = True,              # mirror each image left-right with probability 1/2
     ):
-        if generator.device != images.device:
-            raise ValueError(f"generator on {generator.device}, images on {images.device}")
+        if generator.device.type != images.device.type or len(images) == 0:
+            raise ValueError(f"need images ({len(images)}) and generator on one device, "
+                             f"got {images.device} and {generator.device}")
         self.images, self.batch_size, self.generator, self.flip = images, batch_size, generator, flip
         self.images_seen = 0
         self._order = torch.empty(0, dtype=torch.long, device=images.device)
@@ -118,6 +119,8 @@ def load_dataset(cfg) -> Dataset:
         raise BenchError(f"data.holdout: must be in [0, 1), got {cfg.holdout}")
     if cfg.limit is not None and cfg.limit < 1:
         raise BenchError(f"data.limit: must be positive or null, got {cfg.limit}")
+    if cfg.dataset == "synthetic" and cfg.num_images < 1:
+        raise BenchError(f"data.num_images: must be positive, got {cfg.num_images}")
     return DATASETS[cfg.dataset](cfg)
 
 
@@ -154,20 +157,26 @@ def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
     return Dataset(train, heldout, cfg.dataset, {**info, "cache": str(path), "cache_hit": False})
 
 
-def _fingerprint(entries) -> str:
-    """Hash of (relative name, size, mtime_ns) rows: changes when any source file does."""
-    h = hashlib.sha256()
-    for row in entries:
-        h.update(("\t".join(map(str, row)) + "\n").encode())
-    return h.hexdigest()
+def _fingerprint(rows: list[tuple]) -> str:
+    """Hash of (name, size, mtime_ns) rows: changes when any source file does."""
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
-def _stat_rows(paths, root: Path) -> list[tuple]:
+def _stat_rows(paths: list[Path]) -> list[tuple]:
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+
+
+def _scan_images(root: Path) -> list[tuple[str, int, int]]:
+    """Sorted (relative posix path, size, mtime_ns) of every image under `root`; dot-files skipped."""
     rows = []
-    for p in paths:
-        st = p.stat()
-        rows.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
-    return rows
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = Path(folder).relative_to(root).as_posix()
+        for f in files:
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
+                st = os.stat(os.path.join(folder, f))
+                rows.append((f if rel == "." else f"{rel}/{f}", st.st_size, st.st_mtime_ns))
+    return sorted(rows)
 
 
 # ---------------------------------------------------------------- shared tensor helpers
@@ -230,7 +239,7 @@ def load_cifar10(cfg) -> Dataset:
             raise BenchError(f"data.root: CIFAR-10 not found (looked for {folder}); "
                              "set data.download: true to fetch it with torchvision")
         CIFAR10(str(root), train=True, download=True)
-    rows = _stat_rows(sorted(p for p in folder.iterdir() if p.is_file()), root)
+    rows = _stat_rows(sorted(p for p in folder.iterdir() if p.is_file()))
     key = {"root": str(root), "files": _fingerprint(rows), "seed": cfg.seed if cfg.limit else None}
 
     def build():
@@ -250,7 +259,7 @@ def load_fashion_mnist(cfg) -> Dataset:
         raise BenchError(f"data.root: Fashion-MNIST files {', '.join(stems)} (.gz) not found under {root}; "
                          "install Debian's dataset-fashion-mnist or point data.root at them")
     files = [f[0] for f in found]
-    key = {"root": str(root), "files": _fingerprint(_stat_rows(files, root)),
+    key = {"root": str(root), "files": _fingerprint(_stat_rows(files)),
            "seed": cfg.seed if cfg.limit else None}
 
     def build():
@@ -278,11 +287,9 @@ def load_folder(cfg) -> Dataset:
     root = Path(cfg.root).expanduser().resolve()
     if not root.is_dir():
         raise BenchError(f"data.root: {root} is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    if not files:
+    rows = _scan_images(root)
+    if not rows:
         raise BenchError(f"data.root: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}")
-    rows = _stat_rows(files, root)
     key = {"root": str(root), "files": _fingerprint(rows), "holdout": cfg.holdout,
            "group_by": cfg.group_by, "seed": cfg.seed}
 
@@ -345,7 +352,7 @@ def _decode_all(paths: list[Path], cfg) -> torch.Tensor:
 
     with ThreadPoolExecutor(min(32, os.cpu_count() or 1)) as pool, \
             tqdm(total=len(paths), desc=f"decode {cfg.dataset}", unit="img", leave=False,
-                 disable=len(paths) < 1000) as bar:
+                 mininterval=1.0, disable=len(paths) < 1000) as bar:
         for _ in pool.map(work, range(len(paths))):
             bar.update()
     return out

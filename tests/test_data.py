@@ -233,7 +233,8 @@ def test_bad_dataset_name_lists_choices():
 
 
 @pytest.mark.parametrize("field,value,match", [("channels", 2, "data.channels"), ("holdout", 1.0, "data.holdout"),
-                                               ("image_size", 0, "data.image_size"), ("limit", 0, "data.limit")])
+                                               ("image_size", 0, "data.image_size"), ("limit", 0, "data.limit"),
+                                               ("num_images", 0, "data.num_images")])
 def test_bad_values(field, value, match):
     with pytest.raises(BenchError, match=match):
         load_dataset(replace(Cfg(), **{field: value}))
