@@ -89,9 +89,7 @@ def ddpm(model, diffusion: Diffusion, shape, *, steps=None, generator=None, devi
          noise=None, progress=False, variance="fixed_large", clip=True, **opts) -> torch.Tensor:
     """Ho et al. Algorithm 2 over all T steps; σ²_t = β_t (fixed_large) or β̃_t (fixed_small)."""
     check_sampler_opts("ddpm", {"variance": variance, "clip": clip, **opts}, "sampler_opts")
-    if steps is not None and steps != diffusion.T:
-        raise BenchError(f"sampler.steps: ddpm runs the full chain; use steps {diffusion.T} or "
-                         f"null (or the respaced / ddim samplers for fewer steps), got {steps}")
+    resolve_steps("ddpm", steps, diffusion.T)
     x = _start(shape, noise, generator, device)
     return _ancestral(model, diffusion, torch.arange(diffusion.T), x, variance=variance,
                       clip=clip, generator=generator, progress=progress)
@@ -107,8 +105,7 @@ def respaced(model, diffusion: Diffusion, shape, *, steps=None, generator=None, 
     """
     check_sampler_opts("respaced", {"variance": variance, "spacing": spacing, "clip": clip, **opts},
                        "sampler_opts")
-    steps = diffusion.T if steps is None else steps
-    kept = timestep_subset(diffusion.T, steps, spacing).flip(0)  # ascending
+    kept = timestep_subset(diffusion.T, resolve_steps("respaced", steps, diffusion.T), spacing).flip(0)  # ascending
     chain = Diffusion.from_betas(diffusion.respace(kept), target=diffusion.target)
     x = _start(shape, noise, generator, device)
     return _ancestral(model, chain, kept, x, variance=variance, clip=clip,
@@ -139,9 +136,7 @@ def shortened(model, diffusion: Diffusion, shape, *, steps=None, generator=None,
     grid. Its ᾱ only approximates the training ᾱ there, which is the seed's error; `respaced` is exact.
     """
     check_sampler_opts("shortened", {"variance": variance, "clip": clip, **opts}, "sampler_opts")
-    steps = diffusion.T if steps is None else steps
-    if not 1 <= steps <= diffusion.T:
-        raise BenchError(f"sampler.steps: {steps} is out of range; choose 1..{diffusion.T}")
+    steps = resolve_steps("shortened", steps, diffusion.T)
     chain = Diffusion.from_betas(shortened_betas(diffusion, steps), target=diffusion.target)
     i = torch.arange(1, steps + 1, dtype=torch.float64)
     model_t = (i * diffusion.T / steps).round().long() - 1
@@ -179,7 +174,7 @@ def _eps_x0(model, diffusion, x, t, clip):
 def ddim(model, diffusion: Diffusion, shape, *, steps=None, generator=None, device="cpu",
          noise=None, progress=False, eta=0.0, spacing="uniform", clip=True, t_start=None,
          **opts) -> torch.Tensor:
-    """DDIM (Song et al. eq. 12) over `steps` timesteps (default 50); η=1 is ancestral (β̃).
+    """DDIM (Song et al. eq. 12) over `steps` timesteps (default min(50, T)); η=1 is ancestral (β̃).
 
     `t_start` (default T-1) decodes from an intermediate x_{t_start} given as `noise`.
     """
@@ -190,9 +185,9 @@ def ddim(model, diffusion: Diffusion, shape, *, steps=None, generator=None, devi
     if eta < 0:
         raise BenchError(f"ddim.eta: must be >= 0 (0 = deterministic, 1 = ancestral), got {eta}")
     t_start = diffusion.T - 1 if t_start is None else t_start
-    ts = _ddim_chain(diffusion.T, 50 if steps is None else steps, spacing, t_start).tolist()
+    ts = _ddim_chain(diffusion.T, resolve_steps("ddim", steps, diffusion.T), spacing, t_start).tolist()
     x = _start(shape, noise, generator, device)
-    ab = diffusion._table("ab", x.device)
+    ab = diffusion.alphas_cumprod.to(torch.float32).to(x.device)
     for i, t_now in enumerate(tqdm(ts, disable=not progress, desc="ddim")):
         t = torch.full((x.shape[0],), t_now, device=x.device, dtype=torch.long)
         eps, x0 = _eps_x0(model, diffusion, x, t, clip)
@@ -214,7 +209,7 @@ def ddim_encode(model, diffusion: Diffusion, x0: torch.Tensor, *, t_end: int, st
     """
     ts = _ddim_chain(diffusion.T, steps, spacing, t_end).flip(0).tolist()  # ascending
     x = x0.float()
-    ab = diffusion._table("ab", x.device)
+    ab = diffusion.alphas_cumprod.to(torch.float32).to(x.device)
     a_prev = torch.ones_like(ab[0])
     for t_now in ts:
         t = torch.full((x.shape[0],), t_now, device=x.device, dtype=torch.long)
@@ -237,6 +232,21 @@ SAMPLER_OPTIONS: dict[str, dict[str, tuple | type]] = {
     "respaced": {"variance": VARIANCES, "spacing": SPACINGS, "clip": bool},
     "shortened": {"variance": VARIANCES, "clip": bool},
 }
+
+
+def resolve_steps(name: str, steps, T: int, where: str = "sampler.steps") -> int:
+    """The number of steps sampler `name` takes for `steps` (None = its default), or a BenchError.
+
+    ddpm: always T; ddim: default min(50, T); respaced / shortened: default T; any: 1..T.
+    """
+    if steps is None:
+        return min(50, T) if name == "ddim" else T
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
+        raise BenchError(f"{where}: {steps!r} is out of range; choose an integer in 1..{T} (T={T})")
+    if name == "ddpm" and steps != T:
+        raise BenchError(f"{where}: ddpm runs the full chain; use {T} or null (or the respaced / "
+                         f"ddim samplers for fewer steps), got {steps}")
+    return steps
 
 
 def _type_ok(value, kind: type) -> bool:

@@ -12,7 +12,7 @@ import torch
 from bench.diffusion import TARGETS, Diffusion
 from bench.errors import BenchError
 from bench.samplers import (SAMPLER_OPTIONS, SAMPLERS, check_sampler_opts, ddim, ddim_encode, ddpm,
-                            respaced, shortened, shortened_betas, timestep_subset)
+                            resolve_steps, respaced, shortened, shortened_betas, timestep_subset)
 
 S = 0.25
 
@@ -260,6 +260,17 @@ def test_check_sampler_opts_teaches(name, opts, match):
         check_sampler_opts(name, opts, "x.yaml: eval.sampler_opts")
 
 
+def test_resolve_steps_defaults_and_errors():
+    assert resolve_steps("ddim", None, 1000) == 50 and resolve_steps("ddim", None, 20) == 20
+    assert resolve_steps("ddpm", None, 100) == 100 == resolve_steps("ddpm", 100, 100)
+    assert resolve_steps("respaced", None, 100) == 100 and resolve_steps("shortened", 25, 100) == 25
+    for bad in (0, 101, 2.5, True):
+        with pytest.raises(BenchError, match=r"x.yaml: eval.steps: .* choose an integer in 1\.\.100"):
+            resolve_steps("ddim", bad, 100, "x.yaml: eval.steps")
+    with pytest.raises(BenchError, match=r"x.yaml: eval.steps: ddpm runs the full chain"):
+        resolve_steps("ddpm", 50, 100, "x.yaml: eval.steps")
+
+
 def test_check_sampler_opts_accepts_valid():
     check_sampler_opts("ddim", {"eta": 1, "spacing": "quadratic", "clip": False, "t_start": 10}, "w")
     check_sampler_opts("shortened", {"variance": "fixed_small"}, "w")
@@ -268,10 +279,12 @@ def test_check_sampler_opts_accepts_valid():
 def test_samplers_refuse_bad_steps_and_opts():
     d = Diffusion("linear", 100)
     m = Gaussian(d)
-    with pytest.raises(BenchError, match="use steps 100 or null"):
+    with pytest.raises(BenchError, match="ddpm runs the full chain; use 100 or null"):
         ddpm(m, d, (1, 1, 4, 4), steps=50)
-    with pytest.raises(BenchError, match=r"choose 1\.\.100"):
+    with pytest.raises(BenchError, match=r"sampler.steps: 200 is out of range; choose an integer in 1\.\.100"):
         ddim(m, d, (1, 1, 4, 4), steps=200)
+    with pytest.raises(BenchError, match=r"choose an integer in 1\.\.100"):
+        shortened(m, d, (1, 1, 4, 4), steps=0)
     with pytest.raises(BenchError, match=r"sampler_opts: unknown respaced option 'eta'; choose from clip"):
         respaced(m, d, (1, 1, 4, 4), steps=10, eta=0.0)
     with pytest.raises(BenchError, match=r"t_start: 100 is out of range; choose 0\.\.99"):
