@@ -288,3 +288,17 @@ def test_device_batches_flip_about_half():
     assert 0.45 < flipped.mean() < 0.55
     it = DeviceBatches(img, 64, torch.Generator().manual_seed(0), flip=False)
     assert not (next(it)[:, 0, 0, 0] > 0).any()
+
+
+@pytest.mark.slow
+def test_full_cifar10_jpeg_folder(tmp_path):
+    """All 60 000 images of the shared archive: the split sizes, then a cache hit on the second load."""
+    if not CIFAR_JPEG.is_file():
+        pytest.skip(f"{CIFAR_JPEG} not present")
+    subprocess.run(["tar", "-xzf", str(CIFAR_JPEG), "-C", str(tmp_path)], check=True)
+    cfg = Cfg(dataset="folder", root=str(tmp_path))
+    d = load_dataset(cfg)
+    assert d.train.shape == (50000, 3, 32, 32) and d.heldout.shape == (10000, 3, 32, 32)
+    assert 100 < d.train.float().mean() < 140                      # CIFAR-10's mean pixel is ~120
+    again = load_dataset(cfg)
+    assert again.info["cache_hit"] and torch.equal(again.heldout, d.heldout)
