@@ -220,3 +220,14 @@ class EmbAdd(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return x + self.proj(emb)[:, :, None, None]
+
+
+class SinusoidAdd(nn.Module):
+    """awjuliani/pytorch-diffusion time injection: + sinusoid(t) of width C, no parameters."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x + timestep_embedding(t, self.channels).to(x.dtype)[:, :, None, None]

@@ -37,7 +37,8 @@ from timm.models.convnext import ConvNeXtBlock
 from bench.errors import choices_error
 
 from . import register
-from .layers import SKIP_SCALE, DoubleConv, EmbAdd, TokenSelfAttention, check_size, timestep_embedding
+from .layers import (SKIP_SCALE, DoubleConv, EmbAdd, SinusoidAdd, TokenSelfAttention, check_size,
+                     timestep_embedding)
 
 BLOCKS = ("double", "addreslink", "rdn", "convnext", "4dc", "biggan")
 
@@ -102,28 +103,33 @@ def stage_body(block: str, cin: int, cout: int, up: bool) -> nn.Module:
     raise choices_error("s001", "block", block, BLOCKS)
 
 
-class Down(nn.Module):
-    """[blur] -> pool -> stage body -> + time projection (dome272 Down)."""
+def time_add(emb_dim: int, channels: int, project: bool) -> nn.Module:
+    """dome272: + Linear(SiLU(emb)); awjuliani (study 003): + the raw sinusoid of t at this width."""
+    return EmbAdd(emb_dim, channels) if project else SinusoidAdd(channels)
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, block: str, blur: bool):
+
+class Down(nn.Module):
+    """[blur] -> pool -> stage body -> + time embedding (dome272 Down)."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, block: str, blur: bool, time_proj: bool = True):
         super().__init__()
         pool = nn.Identity() if block == "biggan" else nn.MaxPool2d(2)   # the D-block pools itself
         self.body = nn.Sequential(BlurPool2d(None, 3, stride=1) if blur else nn.Identity(), pool,
                                   stage_body(block, cin, cout, up=False))
-        self.emb = EmbAdd(emb_dim, cout)
+        self.emb = time_add(emb_dim, cout, time_proj)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return self.emb(self.body(x), emb)
 
 
 class Up(nn.Module):
-    """upsample -> concat skip -> stage body -> + time projection (dome272 Up)."""
+    """upsample -> concat skip -> stage body -> + time embedding (dome272 Up)."""
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, block: str):
+    def __init__(self, cin: int, cout: int, emb_dim: int, block: str, time_proj: bool = True):
         super().__init__()
         self.mode = "nearest" if block == "biggan" else "bilinear"
         self.body = stage_body(block, cin, cout, up=True)
-        self.emb = EmbAdd(emb_dim, cout)
+        self.emb = time_add(emb_dim, cout, time_proj)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         corners = True if self.mode == "bilinear" else None
@@ -147,31 +153,38 @@ class UNet001(nn.Module):
         num_heads: int = 4,               # attention heads
         time_dim: int = 256,              # sinusoid width
         stem: str = "double",             # "double" (DoubleConv) | "conv1x1" (ConvNeXt stem)
+        bottleneck: str = "double",       # "double" (3 DoubleConvs) | "attention" (study 003 bridge)
+        time_proj: bool = True,           # project the sinusoid per stage (False: add it raw)
     ):
         super().__init__()
         widths = [int(round(base_channels * m)) for m in channel_mult]
         mid = base_channels * mid_mult
         self.downsample_factor = 2 ** (len(widths) - 1)
         check_size(image_size, self.downsample_factor, "s001")
-        self.time_dim = time_dim
+        self.time_dim, self.time_proj = time_dim, time_proj
         self.inc = DoubleConv(in_channels, widths[0]) if stem == "double" else nn.Conv2d(in_channels, widths[0], 1)
 
         def attn(c):
             return TokenSelfAttention(c, num_heads) if attention else nn.Identity()
 
-        self.downs = nn.ModuleList(Down(a, b, time_dim, block, blur) for a, b in zip(widths, widths[1:]))
+        self.downs = nn.ModuleList(Down(a, b, time_dim, block, blur, time_proj) for a, b in zip(widths, widths[1:]))
         self.down_attn = nn.ModuleList(attn(c) for c in widths[1:])
-        self.bottleneck = nn.Sequential(DoubleConv(widths[-1], mid), DoubleConv(mid, mid), DoubleConv(mid, widths[-1]))
+        if bottleneck == "attention":
+            self.bottleneck = TokenSelfAttention(widths[-1], num_heads)
+        elif bottleneck == "double":
+            self.bottleneck = nn.Sequential(DoubleConv(widths[-1], mid), DoubleConv(mid, mid), DoubleConv(mid, widths[-1]))
+        else:
+            raise choices_error("s001", "bottleneck", bottleneck, ("attention", "double"))
         self.ups, self.up_attn, cur = nn.ModuleList(), nn.ModuleList(), widths[-1]
         for j in reversed(range(len(widths) - 1)):
             out = widths[max(j - 1, 0)]
-            self.ups.append(Up(cur + widths[j], out, time_dim, block))
+            self.ups.append(Up(cur + widths[j], out, time_dim, block, time_proj))
             self.up_attn.append(attn(out))
             cur = out
         self.outc = nn.Conv2d(cur, out_channels, 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = timestep_embedding(t, self.time_dim)
+        emb = timestep_embedding(t, self.time_dim) if self.time_proj else t
         skips = [self.inc(x)]
         for down, attn in zip(self.downs, self.down_attn):
             skips.append(attn(down(skips[-1], emb)))
