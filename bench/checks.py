@@ -37,7 +37,7 @@ def check_run(spec, where: str, entry_path: str, check_models: bool = True):
 def _check_names(spec, where: str) -> None:
     from bench.data import DATASETS
     from bench.diffusion import SCHEDULES
-    from bench.samplers import SAMPLERS, check_sampler_opts
+    from bench.samplers import SAMPLERS, check_sampler_opts, resolve_steps
 
     if spec.data.dataset not in DATASETS:
         raise choices_error(f"{where}: data.dataset", "dataset", spec.data.dataset, DATASETS)
@@ -47,6 +47,7 @@ def _check_names(spec, where: str) -> None:
     if spec.eval.sampler not in SAMPLERS:
         raise choices_error(f"{where}: eval.sampler", "sampler", spec.eval.sampler, SAMPLERS)
     check_sampler_opts(spec.eval.sampler, spec.eval.sampler_opts, f"{where}: eval.sampler_opts")
+    resolve_steps(spec.eval.sampler, spec.eval.steps, spec.diffusion.timesteps, f"{where}: eval.steps")
     device = spec.train.device
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise choices_error(f"{where}: train.device", "device", device, ["auto", "cpu", "cuda", "cuda:N"])
@@ -72,12 +73,6 @@ def _check_values(spec, where: str) -> None:
             raise BenchError(f"{where}: {key}: must be in [0, 1), got {value}")
     if spec.data.channels not in (1, 3):
         raise choices_error(f"{where}: data.channels", "channel count", spec.data.channels, [1, 3])
-    steps = spec.eval.steps
-    if steps is not None and steps <= 0:
-        raise BenchError(f"{where}: eval.steps: must be positive, got {steps}")
-    if steps is not None and steps > spec.diffusion.timesteps:
-        raise BenchError(f"{where}: eval.steps: {steps} exceeds diffusion.timesteps "
-                         f"({spec.diffusion.timesteps})")
 
 
 def _match(spec, where: str, entry_path: str):

@@ -58,6 +58,7 @@ class TrainConfig:
     cycle_mult: float = 1.0           # cosine_restarts: cycle growth (SGDR T_mult)
     grad_clip: float | None = 1.0     # max global grad norm; None = off
     ema_decay: float = 0.9999
+    ema_warmup: bool = True           # decay min(ema_decay, (1+n)/(10+n)) as diffusers' EMAModel
     ema_start_step: int = 0           # EMA tracks the raw weights until this step
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # autocast dtype on CUDA (CPU always fp32)
     channels_last: bool = True        # CUDA only

@@ -2,15 +2,17 @@
 
 LR: linear warm-up then constant, cosine (Loshchilov & Hutter 2017, SGDR without restarts) or cosine
 with warm restarts (SGDR: cycle T_0 = `cycle_kimg`, growth T_mult = `cycle_mult`), all as pure
-functions of images seen and budget progress. EMA: `torch.optim.swa_utils.AveragedModel` with
-`get_ema_multi_avg_fn` (the PyTorch-native EMA); until `ema_start_step` it tracks the raw weights.
+functions of images seen and budget progress. EMA: `torch.optim.swa_utils.AveragedModel` (the
+PyTorch-native EMA) with, optionally, diffusers' `EMAModel` warm-up decay min(d, (1+n)/(10+n)) so
+short runs are not dominated by the random initial weights; until `ema_start_step` it tracks the
+raw weights.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
@@ -41,9 +43,25 @@ def sgdr_phase(cfg, kimg: float) -> float:
     return position / length
 
 
-def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+def ema_decay(decay: float, n_averaged: int, warmup: bool) -> float:
+    """EMA decay at the n-th update: fixed, or diffusers' warm-up min(decay, (1 + n) / (10 + n))."""
+    return min(decay, (1 + n_averaged) / (10 + n_averaged)) if warmup else decay
+
+
+def make_ema(model: torch.nn.Module, decay: float, warmup: bool = True) -> AveragedModel:
     """An EMA copy of `model` (parameters and buffers averaged)."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @torch.no_grad()
+    def update(ema_params, params, n_averaged):
+        d = ema_decay(decay, int(n_averaged), warmup)
+        floats = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1.0 - d)
+        for e, p in zip(ema_params, params):
+            if not e.is_floating_point():
+                e.copy_(p)  # integer buffers (BatchNorm counters) follow the model
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def update_ema(ema: AveragedModel, model: torch.nn.Module, step: int, start_step: int) -> None:

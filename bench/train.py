@@ -7,13 +7,13 @@ counters, history) is one dict so a run can be checkpointed and resumed bit-for-
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Callable
 
 import torch
 from tqdm import tqdm
 
+from bench.device import autocast
 from bench.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
 
 
@@ -27,7 +27,7 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
     batches. `on_eval(state)` sees the same dict and sets `state["last_eval_step"]`.
     """
     device = next(model.parameters()).device
-    opt, ema = make_optimizer(model, cfg), make_ema(model, cfg.ema_decay)
+    opt, ema = make_optimizer(model, cfg), make_ema(model, cfg.ema_decay, cfg.ema_warmup)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and cfg.amp == "fp16")
     budget, state = Budget(budget_cfg, cfg.batch_size), _new_state()
     if resume is not None:
@@ -44,7 +44,7 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
         for group in opt.param_groups:
             group["lr"] = lr
         x0 = next(batches)[:n]
-        with _autocast(device, cfg.amp):
+        with autocast(device, cfg.amp):
             loss = diffusion.loss(step_fn, x0, generator=generator)[0].mean()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -77,12 +77,6 @@ def _next_eval(images: int, every_kimg: float | None) -> int | None:
         return None
     period = round(every_kimg * 1000)
     return (images // period + 1) * period
-
-
-def _autocast(device: torch.device, amp: str):
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def _log(state: dict, cfg, loss: float, lr: float, bar, n: int) -> None:

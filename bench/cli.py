@@ -1,0 +1,127 @@
+"""Command line: `python -m bench run | list | report | eval | tune`.
+
+Every bad input surfaces as a `BenchError`: one line on stderr naming the file, key and choices,
+exit code 2, no traceback, and nothing written (suites are fully validated before any work).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from bench.errors import BenchError
+
+COMMANDS = {}
+
+
+def command(fn):
+    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
+    return fn
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for diffusion models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate every entry and seed of a suite")
+    run.add_argument("suite", help="suite YAML file, e.g. suites/smoke.yaml")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any suite key, e.g. --set train.lr=1e-4 (repeatable)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved suite and the plan")
+    run.add_argument("--results", default="results", help="results root (default: results)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    lst = sub.add_parser("list", help="registered architectures with parameters and GFLOPs")
+    lst.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 's001_*'")
+    lst.add_argument("--image-size", type=int, default=32)
+    lst.add_argument("--channels", type=int, default=3)
+    rep = sub.add_parser("report", help="leaderboard of one or more results folders")
+    rep.add_argument("folders", nargs="+")
+    rep.add_argument("--metric", default=None, help="ranking metric (default: the suite's)")
+    rep.add_argument("--direction", choices=["minimize", "maximize"], default=None)
+    for extra in _extensions():
+        extra(sub)
+    return p
+
+
+def _extensions():
+    """Sub-commands kept in their own modules: each has `add_parser(subparsers)`, which adds its
+    parser and sets `func` (its handler) with `set_defaults`."""
+    found = []
+    for module in ("bench.eval_cli", "bench.tune_cli"):
+        try:
+            found.append(__import__(module, fromlist=["add_parser"]).add_parser)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+    return found
+
+
+@command
+def cmd_run(args) -> int:
+    from bench.results import is_complete
+    from bench.runner import run_suite
+    from bench.suite import load_suite
+
+    suite = load_suite(args.suite, args.set)
+    if args.dry_run:
+        sections = {k: asdict(getattr(suite, k)) for k in ("data", "diffusion", "budget", "train", "eval")}
+        print(yaml.safe_dump({"name": suite.name, **sections, "seeds": list(suite.seeds)},
+                             sort_keys=False).rstrip())
+        print(f"\nplanned runs ({len(suite.runs)}):")
+        for spec in suite.runs:
+            done = is_complete(Path(args.results) / suite.name / spec.run_id)
+            match = f"  matched {spec.capacity['kind']}" if spec.capacity else ""
+            print(f"  {spec.run_id:<40} {spec.entry.arch:<22} seed {spec.seed:<3} "
+                  f"{spec.params / 1e6:9.3f} M params  {'complete' if done else 'pending'}{match}")
+        return 0
+    run_suite(suite, args.results, progress=not args.no_progress)
+    return 0
+
+
+@command
+def cmd_list(args) -> int:
+    import torch
+
+    from architectures import create, list_architectures
+    from bench.capacity import count_params, forward_flops
+
+    names = list_architectures(args.pattern)
+    if not names:
+        raise BenchError(f"list: no architecture matches {args.pattern!r}")
+    print(f"{'architecture':<24} {'params (M)':>11} {'GFLOPs':>9}   at {args.image_size}x{args.image_size}")
+    for name in names:
+        torch.manual_seed(0)
+        model = create(name, in_channels=args.channels, out_channels=args.channels,
+                       image_size=args.image_size).eval()
+        flops = forward_flops(model, args.channels, args.image_size)
+        print(f"{name:<24} {count_params(model) / 1e6:>11.3f} {flops / 1e9:>9.3f}")
+    return 0
+
+
+@command
+def cmd_report(args) -> int:
+    from bench.report import leaderboard, to_markdown
+    from bench.results import load_results
+
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            raise BenchError(f"report: {folder}: no such results folder")
+    metric, direction = args.metric or "val_loss", args.direction or "minimize"
+    table = leaderboard(load_results(args.folders), metric, direction)
+    print(to_markdown(table, metric), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        handler = getattr(args, "func", None) or COMMANDS[args.command]
+        return handler(args)
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; completed runs are kept, re-run to resume", file=sys.stderr)
+        return 130
