@@ -36,10 +36,6 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 's001_*'")
     lst.add_argument("--image-size", type=int, default=32)
     lst.add_argument("--channels", type=int, default=3)
-    rep = sub.add_parser("report", help="leaderboard of one or more results folders")
-    rep.add_argument("folders", nargs="+")
-    rep.add_argument("--metric", default=None, help="ranking metric (default: the suite's)")
-    rep.add_argument("--direction", choices=["minimize", "maximize"], default=None)
     for extra in _extensions():
         extra(sub)
     return p
@@ -49,7 +45,7 @@ def _extensions():
     """Sub-commands kept in their own modules: each has `add_parser(subparsers)`, which adds its
     parser and sets `func` (its handler) with `set_defaults`."""
     found = []
-    for module in ("bench.eval_cli", "bench.tune_cli"):
+    for module in ("bench.report_cli", "bench.eval_cli", "bench.tune_cli"):
         try:
             found.append(__import__(module, fromlist=["add_parser"]).add_parser)
         except ModuleNotFoundError as err:
@@ -97,20 +93,6 @@ def cmd_list(args) -> int:
                        image_size=args.image_size).eval()
         flops = forward_flops(model, args.channels, args.image_size)
         print(f"{name:<24} {count_params(model) / 1e6:>11.3f} {flops / 1e9:>9.3f}")
-    return 0
-
-
-@command
-def cmd_report(args) -> int:
-    from bench.report import leaderboard, to_markdown
-    from bench.results import load_results
-
-    for folder in args.folders:
-        if not Path(folder).is_dir():
-            raise BenchError(f"report: {folder}: no such results folder")
-    metric, direction = args.metric or "val_loss", args.direction or "minimize"
-    table = leaderboard(load_results(args.folders), metric, direction)
-    print(to_markdown(table, metric), end="")
     return 0
 
 

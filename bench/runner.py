@@ -34,6 +34,7 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
     from bench.report import write_leaderboard
 
     out = Path(results_root) / suite.name
+    write_json(out / "suite.json", suite_record(suite))
     datasets: dict = {}
     for i, spec in enumerate(suite.runs, 1):
         run_dir = out / spec.run_id
@@ -48,6 +49,14 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
     write_leaderboard(out, metric=suite.eval.metric, direction=suite.eval.direction)
     log(f"leaderboard: {out / 'leaderboard.md'}")
     return out
+
+
+def suite_record(suite) -> dict:
+    """What the report needs of the suite itself: entry order, baseline, ranking metric, raw YAML."""
+    return {"name": suite.name, "path": suite.path, "description": suite.description,
+            "entries": [m.name for m in suite.models], "seeds": list(suite.seeds),
+            "baseline": suite.baseline or suite.models[0].name, "metric": suite.eval.metric,
+            "direction": suite.eval.direction, "suite": suite.raw}
 
 
 def build_run(spec, dataset, device: torch.device) -> dict:
@@ -91,8 +100,8 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
         point = {"step": state["step"], "kimg": state["images"] / 1000,
                  **validation_loss(net, parts["diffusion"], parts["triples"],
                                    spec.eval.sample_batch, flags["amp"])}
-        for hook in hooks:
-            point.update(hook("train", {**context, "net": net, "state": state}) or {})
+        for hook in hooks:  # later hooks (Optuna pruning) see earlier hooks' metrics in `point`
+            point.update(hook("train", {**context, "net": net, "state": state, "point": point}) or {})
         state["history"].append(point)
         state["last_eval_step"] = state["step"]
         write_with(run_dir / CHECKPOINT, lambda p: torch.save(checkpoint_state(state), p))
@@ -101,10 +110,18 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
         eval_seconds[0] += time.perf_counter() - started
         _reset_peak(device)
 
-    state = train(parts["model"], parts["diffusion"], parts["batches"], spec.train, spec.budget,
-                  generator=parts["noise_gen"], every_kimg=spec.eval.every_kimg, on_eval=on_eval,
-                  resume=resume, progress=progress)
-    _finish(record, state, context, hooks, wall_start, eval_seconds[0])
+    try:
+        state = train(parts["model"], parts["diffusion"], parts["batches"], spec.train, spec.budget,
+                      generator=parts["noise_gen"], every_kimg=spec.eval.every_kimg,
+                      on_eval=on_eval, resume=resume, progress=progress)
+        _finish(record, state, context, hooks, wall_start, eval_seconds[0])
+    except BaseException as err:  # keep the partial result, say why it stopped, re-raise
+        pruned = type(err).__name__ == "TrialPruned"
+        record["status"] = "pruned" if pruned else "interrupted" if isinstance(
+            err, KeyboardInterrupt) else "failed"
+        record["error"] = None if pruned else f"{type(err).__name__}: {err}"
+        write_json(run_dir / RESULT, record)
+        raise
     return record
 
 
