@@ -13,7 +13,7 @@ Resolved points (not in the report): each level is conv3x3-GN-SiLU, + Linear(t_e
 (GroupNorm(8), DDPM-style placement of the time embedding); max-pool down, transposed conv 2x2 up;
 widths base x (1, 2, 4, 8, 16) with a bottleneck at base x 32 (base 32: 32 .. 1024), so the
 down-sampling factor is 32 (64x64 -> 2x2 at the bottleneck); attention after every encoder,
-bottleneck and decoder block; channel-MLP reduction 16 (CBAM's default).
+bottleneck and decoder block; channel-MLP reduction 16 (CBAM's default), at least 8 hidden units.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from .layers import check_size, group_norm, timestep_embedding
 
 # Channel attention (CBAM, Woo et al. 2018, eq. 2, average-pooled descriptor only).
 class ChannelGate(nn.Module):
-    def __init__(self, channels: int, reduction: int = 16):
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8):
         super().__init__()
-        hidden = max(channels // reduction, 1)
+        hidden = max(channels // reduction, min_hidden)   # >= 8 units, so no single dead ReLU
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
