@@ -9,6 +9,9 @@ device (PyTorch's CPU flash-attention op has no FLOP formula and would count as 
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -56,15 +59,47 @@ def _measure(arch: str, kwargs: dict, kind: str, in_channels: int, out_channels:
     return forward_flops(model, in_channels + int(kwargs.get("cond_channels") or 0), image_size)
 
 
-def _width_step(measure, limit: int = 512) -> int:
+def _width_step(arch: str, kwargs: dict, key: str, dims: dict, limit: int = 512) -> int:
     """Smallest width the architecture accepts; valid widths are its multiples (GroupNorm, heads)."""
     for width in range(1, limit + 1):
         try:
-            measure(width)
+            _measure(arch, {**kwargs, key: width}, "params", **dims)
             return width
         except Exception:  # invalid width: GroupNorm groups, heads, odd channel splits
             continue
-    raise BenchError(f"no valid width up to {limit}")
+    raise BenchError(f"{arch}: no valid {key} up to {limit}")
+
+
+def _quadratic_guess(points: dict[int, int], goal: float, lo: int, hi: int) -> int:
+    """Where the quadratic through the three measured points nearest [lo, hi] reaches `goal`.
+
+    Parameters and FLOPs are (nearly) quadratic in a U-Net's or transformer's base width, so this
+    lands next to the crossing; the bracket keeps the search safe when it does not.
+    """
+    ks = sorted(points, key=lambda k: (abs(k - lo) + abs(k - hi), -k))[:3]
+    coeffs = np.polyfit(ks, [points[k] for k in ks], min(2, len(ks) - 1))
+    coeffs[-1] -= goal
+    roots = [r.real for r in np.roots(coeffs) if abs(r.imag) < 1e-9 and lo <= r.real <= hi]
+    guess = roots[0] if roots else (lo + hi) / 2
+    return int(min(max(math.floor(guess), lo + 1), hi - 1))
+
+
+def _bracket(value, goal: float, max_k: int) -> tuple[int, int]:
+    """Adjacent multipliers lo, hi with value(lo) < goal <= value(hi) (lo = 0 if value(1) >= goal)."""
+    points = {k: value(k) for k in (1, 2, 4)}
+    while all(v < goal for v in points.values()):             # extrapolate upwards, at most x4
+        k = max(points)
+        if k >= max_k:
+            raise OverflowError
+        nxt = min(_quadratic_guess(points, goal, k, 4 * k) + 1, max_k)
+        points[nxt] = value(nxt)
+    hi = min(k for k, v in points.items() if v >= goal)
+    lo = max((k for k, v in points.items() if v < goal and k < hi), default=0)
+    while hi - lo > 1:
+        mid = _quadratic_guess(points, goal, lo, hi)
+        points[mid] = value(mid)
+        lo, hi = (mid, hi) if points[mid] < goal else (lo, mid)
+    return lo, hi
 
 
 def _target_value(target, kind: str, where: str, dims: dict) -> tuple[float, str | None]:
@@ -116,19 +151,16 @@ def match_capacity(
             cache[width] = _measure(arch, {**base, key: width}, kind, **dims)
         return cache[width]
 
-    step = _width_step(measure)
-    lo, hi = 1, 1                          # multiples of `step`: value(lo) < goal <= value(hi)
-    while measure(hi * step) < goal:
-        lo, hi = hi, hi * 2
-        if hi * step > MAX_WIDTH:
-            raise BenchError(f"{where}: {arch} needs a {key} above {MAX_WIDTH} to reach {kind} {goal:.4g}")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if measure(mid * step) < goal else (lo, mid)
-    width = min({lo * step, hi * step}, key=lambda w: abs(measure(w) - goal))
+    step = _width_step(arch, base, key, dims)
+    try:
+        lo, hi = _bracket(lambda k: measure(k * step), goal, MAX_WIDTH // step)
+    except OverflowError:
+        raise BenchError(f"{where}: {arch} needs a {key} above {MAX_WIDTH} to reach {kind} {goal:.4g}") from None
+    candidates = sorted({max(lo, 1) * step, hi * step})
+    width = min(candidates, key=lambda w: abs(measure(w) - goal))
     achieved = measure(width)
     if abs(achieved - goal) > tol * goal:
-        near = ", ".join(f"{key}={w}: {measure(w):.4g}" for w in sorted({lo * step, hi * step}))
+        near = ", ".join(f"{key}={w}: {measure(w):.4g}" for w in candidates)
         raise BenchError(f"{where}: {arch} cannot reach {kind} {goal:.4g} within ±{tol:.0%} by width alone "
                          f"({near}; widths step by {step})")
     info = {"target": goal, "achieved": achieved, "width": width, "kind": kind,
