@@ -191,7 +191,7 @@ class Protocol:
 def protocol_key(protocol) -> str:
     """One readable string per protocol; rows are ranked together only when their keys are equal."""
     p = protocol.to_dict() if isinstance(protocol, Protocol) else dict(protocol)
-    return (f"inception={p['weights_sha256'][:12]} {p['preprocessing']} n={p['n_generated']} "
+    return (f"inception={p['weights_sha256']} {p['preprocessing']} n={p['n_generated']} "
             f"ref={p['reference_split']}:{p['reference_n']} {p['sampler']}/{p['steps']} eta={p['eta']:g} "
             f"{'ema' if p['ema'] else 'raw'} seed={p['sampling_seed']}")
 
