@@ -124,12 +124,7 @@ class UNet000(nn.Module):
             raise BenchError(f"s000: mid channels {mid} must start at {down[-1]} and end at {down[-2]}")
         self.downsample_factor = 2 ** (len(down) - 2)
         check_size(image_size, self.downsample_factor, "s000")
-        if time_embedding not in ("sinusoidal", "learned"):
-            raise choices_error("s000", "time_embedding", time_embedding, ("learned", "sinusoidal"))
-        self.table = nn.Embedding(num_timesteps, time_emb_dim) if time_embedding == "learned" else None
-        self.time_emb_dim = time_emb_dim
-        self.t_proj = nn.Sequential(nn.Linear(time_emb_dim, time_emb_dim), nn.SiLU(),
-                                    nn.Linear(time_emb_dim, time_emb_dim))
+        self._time_embedding(time_embedding, time_emb_dim, num_timesteps)
         self.conv_in = nn.Conv2d(in_channels, down[0], 3, padding=1)
         n_levels = len(down) - 1
         resamples = [i < n_levels - 1 for i in range(n_levels)]      # the last level keeps its size
@@ -145,14 +140,7 @@ class UNet000(nn.Module):
         self.downs = nn.ModuleList(layers(down[i], down[i + 1], num_down_layers, fd) for i in range(n_levels))
         self.down_convs = nn.ModuleList(nn.Conv2d(down[i + 1], down[i + 1], 4, 2, 1) if r else nn.Identity()
                                         for i, r in enumerate(resamples))
-        # MidBlock(a -> b): ResNet(a->b), then num_mid_layers x [attention?, ResNet(b->b)].
-        self.mids = nn.ModuleList(
-            nn.ModuleList([ResAttnLayer(a, b, attention=False, **kw)] +
-                          [ResAttnLayer(b, b, attention=False, **kw) for _ in fm])
-            for a, b in zip(mid, mid[1:]))
-        self.mid_attn = nn.ModuleList(
-            nn.ModuleList(LayoutAttention(b, num_heads, attn_layout) if f else nn.Identity() for f in fm)
-            for b in mid[1:])
+        self._mid_blocks(mid, fm, kw)
         self.up_convs, self.ups = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(n_levels)):
             cin, cout = down[i] * 2, down[i - 1] if i else final_channels
@@ -160,6 +148,24 @@ class UNet000(nn.Module):
             self.ups.append(layers(cin, cout, num_down_layers, fu))
         self.out = nn.Sequential(group_norm(final_channels, 8), nn.SiLU(),
                                  nn.Conv2d(final_channels, out_channels, 3, padding=1))
+
+    def _time_embedding(self, kind: str, dim: int, num_timesteps: int) -> None:
+        """sinusoid(t) or a learned table, then the learnable Linear-SiLU-Linear projection."""
+        if kind not in ("sinusoidal", "learned"):
+            raise choices_error("s000", "time_embedding", kind, ("learned", "sinusoidal"))
+        self.table = nn.Embedding(num_timesteps, dim) if kind == "learned" else None
+        self.time_emb_dim = dim
+        self.t_proj = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def _mid_blocks(self, mid: list[int], flags: tuple, kw: dict) -> None:
+        """MidBlock(a -> b): ResNet(a -> b), then per layer [attention?, ResNet(b -> b)]."""
+        self.mids = nn.ModuleList(
+            nn.ModuleList([ResAttnLayer(a, b, attention=False, **kw)] +
+                          [ResAttnLayer(b, b, attention=False, **kw) for _ in flags])
+            for a, b in zip(mid, mid[1:]))
+        self.mid_attn = nn.ModuleList(
+            nn.ModuleList(LayoutAttention(b, kw["num_heads"], kw["layout"]) if f else nn.Identity() for f in flags)
+            for b in mid[1:])
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
         e = self.table(t) if self.table is not None else timestep_embedding(t, self.time_emb_dim)

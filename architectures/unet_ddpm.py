@@ -13,6 +13,8 @@ channel concatenation (study 002); the output keeps `out_channels`.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -54,41 +56,53 @@ class UNet(nn.Module):
         self.time_embed = time_mlp(ch, emb_dim)
         self.conv_in = nn.Conv2d(in_channels + cond_channels, ch, 3, padding=1)
 
-        self.down, skips, res, cur = nn.ModuleList(), [ch], image_size, ch
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                self.down.append(self._stage(ResBlock(cur, ch * mult, **res_kw), ch * mult,
-                                             res in attention_resolutions, attn_kw))
-                cur = ch * mult
-                skips.append(cur)
-            if level != len(channel_mult) - 1:
-                self.down.append(ResBlock(cur, cur, resample="down", **res_kw) if resblock_updown
-                                 else Downsample(cur, conv_resample))
-                skips.append(cur)
-                res //= 2
+        attend = [image_size // 2 ** i in attention_resolutions for i in range(len(channel_mult))]
+        widths = [ch * m for m in channel_mult]
+        make_res = functools.partial(ResBlock, **res_kw)
+        make_attn = functools.partial(AttnBlock, **attn_kw)
 
-        self.mid = nn.ModuleList([ResBlock(cur, cur, **res_kw),
-                                  AttnBlock(cur, **attn_kw) if mid_attention else nn.Identity(),
-                                  ResBlock(cur, cur, **res_kw)])
+        def resample(c: int, up: bool) -> nn.Module:
+            if resblock_updown:
+                return make_res(c, c, resample="up" if up else "down")
+            return Upsample(c, conv_resample) if up else Downsample(c, conv_resample)
 
-        self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(channel_mult))):
-            for i in range(num_res_blocks + 1):
-                block = self._stage(ResBlock(cur + skips.pop(), ch * mult, **res_kw), ch * mult,
-                                    res in attention_resolutions, attn_kw)
-                cur = ch * mult
-                if level and i == num_res_blocks:
-                    block.append(ResBlock(cur, cur, resample="up", **res_kw) if resblock_updown
-                                 else Upsample(cur, conv_resample))
-                    res *= 2
-                self.up.append(block)
-
+        self.down, skips = self._encoder(ch, widths, num_res_blocks, attend, make_res, make_attn, resample)
+        cur = widths[-1]
+        self.mid = nn.ModuleList([make_res(cur, cur), make_attn(cur) if mid_attention else nn.Identity(),
+                                  make_res(cur, cur)])
+        self.up = self._decoder(widths, num_res_blocks, attend, skips, make_res, make_attn, resample)
+        cur = widths[0]
         self.out = nn.Sequential(group_norm(cur, norm_groups), nn.SiLU(),
                                  zero_(nn.Conv2d(cur, out_channels, 3, padding=1)))
 
     @staticmethod
-    def _stage(block: nn.Module, channels: int, attend: bool, attn_kw: dict) -> nn.ModuleList:
-        return nn.ModuleList([block] + ([AttnBlock(channels, **attn_kw)] if attend else []))
+    def _encoder(ch, widths, num_res_blocks, attend, make_res, make_attn, resample):
+        """Levels of ResBlocks (+ attention), a down-sampler between levels; returns skip widths."""
+        layers, skips, cur = nn.ModuleList(), [ch], ch
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                layers.append(nn.ModuleList([make_res(cur, width)] + ([make_attn(width)] if attend[level] else [])))
+                cur = width
+                skips.append(cur)
+            if level != len(widths) - 1:
+                layers.append(resample(cur, up=False))
+                skips.append(cur)
+        return layers, skips
+
+    @staticmethod
+    def _decoder(widths, num_res_blocks, attend, skips, make_res, make_attn, resample):
+        """Mirror of the encoder with one more ResBlock per level, each eating one skip."""
+        layers, cur = nn.ModuleList(), widths[-1]
+        for level in reversed(range(len(widths))):
+            for i in range(num_res_blocks + 1):
+                block = nn.ModuleList([make_res(cur + skips.pop(), widths[level])])
+                cur = widths[level]
+                if attend[level]:
+                    block.append(make_attn(cur))
+                if level and i == num_res_blocks:
+                    block.append(resample(cur, up=True))
+                layers.append(block)
+        return layers
 
     @staticmethod
     def _run(layers, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

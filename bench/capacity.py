@@ -102,15 +102,19 @@ def _bracket(value, goal: float, max_k: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _target_value(target, kind: str, where: str, dims: dict) -> tuple[float, str | None]:
+def _fail(where: str | None, message: str) -> BenchError:
+    return BenchError(f"{where}: {message}" if where else message)
+
+
+def _target_value(target, kind: str, where: str | None, dims: dict) -> tuple[float, str | None]:
     """A numeric target as given, or the value of the named architecture at its default width."""
     if isinstance(target, str):
         try:
             return float(_measure(target, {}, kind, **dims)), target
         except UnknownArchitectureError as err:
-            raise BenchError(f"{where}: {err}") from None
+            raise _fail(where, str(err)) from None
     if isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0:
-        raise BenchError(f"{where}: target must be an architecture name or a positive number, got {target!r}")
+        raise _fail(where, f"target must be an architecture name or a positive number, got {target!r}")
     return float(target), None
 
 
@@ -124,22 +128,22 @@ def match_capacity(
     out_channels: int,
     image_size: int,
     tol: float = 0.03,
-    where: str = "match",
+    where: str | None = None,
 ) -> tuple[dict, dict]:
     """Return (kwargs with the width set, info {target, achieved, width, kind, ...}).
 
     `target` is an architecture name (its default-width value at the same channels and image size)
     or a number. Raises BenchError when the architecture has no width keyword or when no width
-    lands within ±`tol`; `where` prefixes messages (e.g. the suite entry's key path).
+    lands within ±`tol`; `where`, if given, prefixes messages (e.g. the suite entry's key path).
     """
     if kind not in KINDS:
-        raise choices_error(where, "capacity kind", kind, KINDS)
+        raise choices_error(where or "match", "capacity kind", kind, KINDS)
     try:
         key = width_kwarg(arch)
     except UnknownArchitectureError as err:
-        raise BenchError(f"{where}: {err}") from None
+        raise _fail(where, str(err)) from None
     if key is None:
-        raise BenchError(f"{where}: architecture {arch!r} declares no width keyword, so it cannot be capacity-matched")
+        raise _fail(where, f"architecture {arch!r} declares no width keyword, so it cannot be capacity-matched")
     dims = dict(in_channels=in_channels, out_channels=out_channels, image_size=image_size)
     goal, target_arch = _target_value(target, kind, where, dims)
     base = {k: v for k, v in kwargs.items() if k != key}
@@ -155,14 +159,14 @@ def match_capacity(
     try:
         lo, hi = _bracket(lambda k: measure(k * step), goal, MAX_WIDTH // step)
     except OverflowError:
-        raise BenchError(f"{where}: {arch} needs a {key} above {MAX_WIDTH} to reach {kind} {goal:.4g}") from None
+        raise _fail(where, f"{arch} needs a {key} above {MAX_WIDTH} to reach {kind} {goal:.4g}") from None
     candidates = sorted({max(lo, 1) * step, hi * step})
     width = min(candidates, key=lambda w: abs(measure(w) - goal))
     achieved = measure(width)
     if abs(achieved - goal) > tol * goal:
         near = ", ".join(f"{key}={w}: {measure(w):.4g}" for w in candidates)
-        raise BenchError(f"{where}: {arch} cannot reach {kind} {goal:.4g} within ±{tol:.0%} by width alone "
-                         f"({near}; widths step by {step})")
+        raise _fail(where, f"{arch} cannot reach {kind} {goal:.4g} within ±{tol:.0%} by width alone "
+                           f"({near}; widths step by {step})")
     info = {"target": goal, "achieved": achieved, "width": width, "kind": kind,
             "width_kwarg": key, "target_arch": target_arch, "rel_error": achieved / goal - 1.0}
     return {**kwargs, key: width}, info

@@ -192,3 +192,37 @@ def test_unknown_block_names_are_teaching_errors():
         create("s001_baseline", in_channels=3, out_channels=3, image_size=32, block="resnet")
     with pytest.raises(BenchError, match="choose from"):
         create("s000_mini", in_channels=3, out_channels=3, image_size=32, attn_layout="pixels")
+
+
+@pytest.mark.parametrize("knobs", [dict(resblock_updown=True), dict(scale_shift_norm=True),
+                                   dict(conv_resample=False), dict(skip_rescale=True),
+                                   dict(num_heads=4), dict(num_head_channels=8)])
+def test_unet_adm_knobs_change_the_network_and_keep_the_contract(knobs):
+    kw = dict(in_channels=3, out_channels=3, image_size=16)
+    plain = perturb_(build("unet_tiny", **kw))
+    model = perturb_(build("unet_tiny", **kw, **knobs))
+    x, t = inputs(model, kw, batch=3)
+    y = model(x, t)
+    y.square().mean().backward()
+    assert y.shape == x.shape
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    shapes = {k: v.shape for k, v in plain.state_dict().items()}
+    if shapes == {k: v.shape for k, v in model.state_dict().items()}:   # weight-free knob: new output
+        model.load_state_dict(plain.state_dict())
+        with torch.no_grad():
+            assert not torch.allclose(plain.eval()(x, t), model.eval()(x, t), atol=1e-5)
+    else:
+        assert count(plain) != count(model)
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_s000_learned_time_table():
+    kw = dict(in_channels=3, out_channels=3, image_size=16, base_channels=8)
+    model = perturb_(create("s000_mini", **kw, time_embedding="learned", num_timesteps=50)).eval()
+    assert model.table.weight.shape == (50, 128)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert not torch.allclose(model(x, torch.tensor([3])), model(x, torch.tensor([4])))
