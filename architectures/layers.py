@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import Attention
+from timm.layers import Attention, Mlp
 
 from bench.errors import BenchError
 
@@ -197,8 +197,6 @@ class TokenSelfAttention(nn.Module):
 
     def __init__(self, channels: int, num_heads: int = 4):
         super().__init__()
-        from timm.layers import Mlp
-
         self.ln1, self.ln2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
         self.attn = Attention(channels, num_heads=num_heads, qkv_bias=True)
         self.mlp = Mlp(channels, channels, channels, act_layer=nn.GELU)
