@@ -104,6 +104,9 @@ def model_summary(arch: str, kwargs_json: str, channels: int, image_size: int,
                            image_size=image_size, **kwargs)
     except UnknownArchitectureError as err:
         raise BenchError(f"{where}: {entry_path}.arch: {err}") from None
-    except (TypeError, ValueError, AssertionError) as err:
+    except TypeError as err:  # an unknown or missing keyword
         raise BenchError(f"{where}: {entry_path}.kwargs: {arch}: {err}") from None
+    except (BenchError, ValueError, AssertionError) as err:  # the design refuses these values
+        raise BenchError(f"{where}: {entry_path}: {arch} at data.image_size {image_size}: "
+                         f"{err}") from None
     return sum(p.numel() for p in model.parameters()), int(getattr(model, "downsample_factor", 1))

@@ -88,9 +88,9 @@ def cmd_list(args) -> int:
         raise BenchError(f"list: no architecture matches {args.pattern!r}")
     print(f"{'architecture':<24} {'params (M)':>11} {'GFLOPs':>9}   at {args.image_size}x{args.image_size}")
     for name in names:
-        torch.manual_seed(0)
-        model = create(name, in_channels=args.channels, out_channels=args.channels,
-                       image_size=args.image_size).eval()
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            model = create(name, in_channels=args.channels, out_channels=args.channels,
+                           image_size=args.image_size).eval()
         flops = forward_flops(model, args.channels, args.image_size)
         print(f"{name:<24} {count_params(model) / 1e6:>11.3f} {flops / 1e9:>9.3f}")
     return 0
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("bench: interrupted; completed runs are kept, re-run to resume", file=sys.stderr)
         return 130

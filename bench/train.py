@@ -7,6 +7,7 @@ counters, history) is one dict so a run can be checkpointed and resumed bit-for-
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable
 
@@ -69,7 +70,8 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
 
 
 def _new_state() -> dict:
-    return {"step": 0, "images": 0, "train_seconds": 0.0, "losses": [], "history": []}
+    return {"step": 0, "images": 0, "train_seconds": 0.0, "losses": [], "history": [],
+            "last_eval_step": None}
 
 
 def _next_eval(images: int, every_kimg: float | None) -> int | None:
@@ -91,12 +93,12 @@ def _log(state: dict, cfg, loss: float, lr: float, bar, n: int) -> None:
     bar.set_postfix(kimg=f"{state['images'] / 1000:.2f}", loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
 
 
-_COUNTERS = ("step", "images", "train_seconds", "losses", "history")
+_COUNTERS = ("step", "images", "train_seconds", "losses", "history", "last_eval_step")
 
 
 def checkpoint_state(state: dict) -> dict:
     """Everything needed to resume: weights, optimizer, generator states, counters, history."""
-    return {**{k: state[k] for k in _COUNTERS}, "model": state["model"].state_dict(),
+    return {**copy.deepcopy({k: state[k] for k in _COUNTERS}), "model": state["model"].state_dict(),
             "ema": state["ema"].state_dict(), "optimizer": state["optimizer"].state_dict(),
             "generator": state["generator"].get_state(), "batches": state["batches"].state_dict()}
 
@@ -107,4 +109,4 @@ def _load_state(ckpt: dict, model, ema, opt, generator, batches) -> dict:
     opt.load_state_dict(ckpt["optimizer"])
     generator.set_state(ckpt["generator"])
     batches.load_state_dict(ckpt["batches"])
-    return {k: ckpt[k] for k in _COUNTERS}
+    return {k: ckpt.get(k) for k in _COUNTERS}

@@ -1,0 +1,90 @@
+"""The CLI end to end on the smoke suite (reduced budget): result files, leaderboard, skip, resume."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--set", "budget.kimg=0.064", "--set", "eval.every_kimg=0.032", "--set", "eval.steps=4",
+        "--set", "eval.grid=4", "--set", "eval.sample_batch=4", "--set", "eval.val_images=16",
+        "--set", "train.batch_size=16", "--set", "seeds=[0]", "--no-progress"]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    bench("run", "suites/smoke.yaml", "--results", str(out), *FAST)
+    return out / "smoke"
+
+
+def test_every_run_writes_its_files_and_a_complete_result(smoke):
+    runs = sorted(p for p in smoke.iterdir() if p.is_dir())
+    assert [p.name.split("-s0-")[0] for p in runs] == ["tiny", "tiny_cosine", "tiny_noattn"]
+    for run in runs:
+        result = json.loads((run / "result.json").read_text())
+        assert result["status"] == "complete" and result["run_id"] == run.name
+        assert result["budget"]["images"] == 64 and result["budget"]["steps"] == 4
+        metrics = result["metrics"]
+        for key in ("params", "gflops", "train_img_per_s", "sample_img_per_s", "final_train_loss",
+                    "val_loss", "val_loss_q1", "val_loss_q4"):
+            assert isinstance(metrics[key], (int, float)) and metrics[key] > 0, key
+        assert metrics["peak_mem_train_mb"] is None  # CPU
+        assert [p["kimg"] for p in result["history"] if "val_loss" in p] == [0.032, 0.064]
+        env = result["environment"]
+        assert env["torch"] and env["amp"] == "none" and "git_commit" in env
+        assert Image.open(run / "samples.png").size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)
+        assert (run / "checkpoint.pt").stat().st_size > 0
+        assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_leaderboard_ranks_entries_and_names_their_runs(smoke):
+    table = pd.read_csv(smoke / "leaderboard.csv")
+    assert sorted(table["entry"]) == ["tiny", "tiny_cosine", "tiny_noattn"]
+    assert list(table["rank"]) == [1, 2, 3]
+    assert table["val_loss"].is_monotonic_increasing
+    for entry, runs in zip(table["entry"], table["run_dirs"]):
+        assert runs.startswith(f"{entry}-s0-") and (smoke / runs / "result.json").exists()
+    assert "| rank | entry |" in (smoke / "leaderboard.md").read_text()
+
+
+def test_same_seed_gives_the_same_samples_grid(smoke):
+    runs = {p.name.split("-s0-")[0]: p for p in smoke.iterdir() if p.is_dir()}
+    grid = Image.open(runs["tiny"] / "samples.png").tobytes()
+    assert grid != Image.open(runs["tiny_noattn"] / "samples.png").tobytes()
+
+
+def test_rerun_skips_every_complete_run(smoke):
+    proc = bench("run", "suites/smoke.yaml", "--results", str(smoke.parent), *FAST)
+    assert proc.stdout.count("complete, skipped") == 3
+
+
+def test_an_unfinished_run_resumes_from_its_checkpoint(smoke):
+    run = next(p for p in smoke.iterdir() if p.name.startswith("tiny_noattn"))
+    result = json.loads((run / "result.json").read_text())
+    full_losses = [p["train_loss"] for p in result["history"] if "train_loss" in p]
+    (run / "result.json").write_text(json.dumps({**result, "status": "running"}))
+    proc = bench("run", "suites/smoke.yaml", "--results", str(smoke.parent), *FAST)
+    assert proc.stdout.count("complete, skipped") == 2
+    resumed = json.loads((run / "result.json").read_text())
+    assert resumed["status"] == "complete" and resumed["budget"]["images"] == 64
+    assert [p["train_loss"] for p in resumed["history"] if "train_loss" in p] == full_losses
+
+
+def test_list_prints_registered_architectures():
+    proc = bench("list", "unet_*", "--image-size", "16")
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("architecture") and any(l.startswith("unet_tiny ") for l in lines)
+    assert all(l.split()[0].startswith("unet_") for l in lines[1:])
