@@ -6,53 +6,20 @@
                  `test/` sub-folders (or Fruits-360's `Training/` + `Test/`) are used as the splits
   fashion_mnist  the idx files of Debian's `dataset-fashion-mnist` (/usr/share/datasets) or of `root`
   synthetic      procedural coloured shapes (bench/datasets_synthetic.py), never cached: it is cheap
-Images are resized (shorter side, antialiased, torchvision) and centre-cropped to `image_size`.
-Without a test split a seeded `holdout` fraction is kept apart, whole groups at a time when `group_by`
-(a regex on the relative path) is set: study 003's cross-validation leaked near-duplicate photos of one
-fruit across folds; `group_by: '^[^/]+'` keeps each class folder on one side.
-
-Decoded tensors are cached in `$BENCH_CACHE` (default ~/.cache/bench/data), keyed by a hash of the
-source (absolute root, file names, sizes and mtimes) and of every option that changes the pixels;
-files are written atomically (temp file + os.replace). Batches: EDM's `InfiniteSampler`, on the device.
+The three file-backed loaders, their decoding, hold-out splits and on-disk cache live in
+bench/datasets_files.py and are re-exported here. Batches: EDM's `InfiniteSampler`, on the device.
 """
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
-import os
-import random
-import re
-import struct
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-from PIL import Image
-from torchvision.datasets import CIFAR10
-from torchvision.transforms.v2 import functional as TF
-from tqdm import tqdm
 
+from bench.datasets_files import (CACHE_VERSION, CIFAR_ROOT, FASHION_ROOT, IMAGE_EXTENSIONS,  # noqa: F401
+                                  TEST_DIRS, TRAIN_DIRS, Dataset, _caps, cache_dir, decode_image,
+                                  load_cifar10, load_fashion_mnist, load_folder)
 from bench.datasets_synthetic import draw_shapes
 from bench.errors import BenchError, choices_error
-
-CACHE_VERSION = 1
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
-TRAIN_DIRS, TEST_DIRS = {"train", "training"}, {"test", "testing"}
-CIFAR_ROOT = Path("~/.cache/bench/datasets")          # where cifar10 looks when `root` is unset
-FASHION_ROOT = Path("/usr/share/datasets")            # Debian's dataset-fashion-mnist
-
-
-@dataclass
-class Dataset:
-    train: torch.Tensor                 # uint8 [N, C, H, W]
-    heldout: torch.Tensor               # uint8 [M, C, H, W]: test split or seeded hold-out
-    name: str                           # key of DATASETS
-    info: dict = field(default_factory=dict)  # source, counts, split, cache file, cache_hit
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -124,100 +91,7 @@ def load_dataset(cfg) -> Dataset:
     return DATASETS[cfg.dataset](cfg)
 
 
-# ---------------------------------------------------------------- cache
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE") or "~/.cache/bench/data").expanduser()
-
-
-def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
-    """Load the tensors for `key` from the cache, or `build()` -> (train, heldout, info) and store them."""
-    key = {**key, "dataset": cfg.dataset, "image_size": cfg.image_size, "channels": cfg.channels,
-           "limit": cfg.limit, "version": CACHE_VERSION}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"{cfg.dataset}-{cfg.image_size}px-c{cfg.channels}-{digest}.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, weights_only=True)
-            info = {**blob["info"], "cache": str(path), "cache_hit": True}
-            return Dataset(blob["train"], blob["heldout"], cfg.dataset, info)
-        except Exception as e:                              # truncated or foreign file: rebuild it
-            warnings.warn(f"ignoring unreadable data cache {path}: {e}")
-    train, heldout, info = build()
-    info = {**info, "train": len(train), "heldout": len(heldout), "key": key}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"train": train, "heldout": heldout, "info": info}, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        warnings.warn(f"could not write data cache {path}: {e}")
-    finally:
-        tmp.unlink(missing_ok=True)
-    return Dataset(train, heldout, cfg.dataset, {**info, "cache": str(path), "cache_hit": False})
-
-
-def _fingerprint(rows: list[tuple]) -> str:
-    """Hash of (name, size, mtime_ns) rows: changes when any source file does."""
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
-
-
-def _stat_rows(paths: list[Path]) -> list[tuple]:
-    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-
-
-def _scan_images(root: Path) -> list[tuple[str, int, int]]:
-    """Sorted (relative posix path, size, mtime_ns) of every image under `root`; dot-files skipped."""
-    rows = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = Path(folder).relative_to(root).as_posix()
-        for f in files:
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
-                st = os.stat(os.path.join(folder, f))
-                rows.append((f if rel == "." else f"{rel}/{f}", st.st_size, st.st_mtime_ns))
-    return sorted(rows)
-
-
-# ---------------------------------------------------------------- shared tensor helpers
-
-def _caps(n_train: int, n_held: int, limit: int | None) -> tuple[int, int]:
-    """Training count capped at `limit`; held-out count scaled by the same factor (>= 1 if any)."""
-    if limit is None or limit >= n_train:
-        return n_train, n_held
-    return limit, min(n_held, max(1 if n_held else 0, round(n_held * limit / n_train)))
-
-
-def _pick(n: int, k: int, seed: int) -> list[int]:
-    """Sorted seeded subset of k of range(n) (all of it when k >= n)."""
-    if k >= n:
-        return list(range(n))
-    return sorted(random.Random(seed).sample(range(n), k))
-
-
-def _resize_crop(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
-    """Resize the shorter side to `size` (antialiased) and centre-crop to size×size; [..., C, H, W]."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    if x.ndim == 4 and len(x) > chunk:
-        return torch.cat([_resize_crop(x[i:i + chunk], size) for i in range(0, len(x), chunk)])
-    return TF.center_crop(TF.resize(x, size, antialias=True), [size, size])
-
-
-def _from_arrays(train: np.ndarray, heldout: np.ndarray, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, H, W(, C)] uint8 arrays -> capped, channel-converted, resized [N, C, S, S] tensors."""
-    k, j = _caps(len(train), len(heldout), cfg.limit)
-    out = []
-    for arr, count in ((train, k), (heldout, j)):
-        x = torch.from_numpy(np.ascontiguousarray(arr[_pick(len(arr), count, cfg.seed)]))
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        if x.shape[1] != cfg.channels:
-            x = TF.rgb_to_grayscale(x) if cfg.channels == 1 else x.expand(-1, 3, -1, -1)
-        out.append(_resize_crop(x.contiguous(), cfg.image_size))
-    return out[0], out[1]
-
-
-# ---------------------------------------------------------------- loaders
+# ---------------------------------------------------------------- synthetic
 
 def load_synthetic(cfg) -> Dataset:
     """Coloured shapes; train and held-out from disjoint seeded streams. Not cached (fast to draw)."""
@@ -227,147 +101,6 @@ def load_synthetic(cfg) -> Dataset:
     info = {"source": "procedural shapes", "train": n, "heldout": m, "cache": None, "cache_hit": False,
             "split": f"held-out: {m} further shapes (seed {cfg.seed})"}
     return Dataset(train, heldout, cfg.dataset, info)
-
-
-def load_cifar10(cfg) -> Dataset:
-    """torchvision's CIFAR-10 python batches under `root`: train -> train, test -> held-out."""
-    root = Path(cfg.root or CIFAR_ROOT).expanduser().resolve()
-    root = root.parent if root.name == "cifar-10-batches-py" else root
-    folder = root / "cifar-10-batches-py"
-    if not folder.is_dir():
-        if not cfg.download:
-            raise BenchError(f"data.root: CIFAR-10 not found (looked for {folder}); "
-                             "set data.download: true to fetch it with torchvision")
-        CIFAR10(str(root), train=True, download=True)
-    rows = _stat_rows(sorted(p for p in folder.iterdir() if p.is_file()))
-    key = {"root": str(root), "files": _fingerprint(rows), "seed": cfg.seed if cfg.limit else None}
-
-    def build():
-        train, test = (CIFAR10(str(root), train=s, download=False).data for s in (True, False))
-        train, heldout = _from_arrays(train, test, cfg)
-        return train, heldout, {"source": str(folder), "split": "CIFAR-10 train / test"}
-
-    return _cached(cfg, key, build)
-
-
-def load_fashion_mnist(cfg) -> Dataset:
-    """Fashion-MNIST idx files (gzipped or not) found under `root` or /usr/share/datasets."""
-    root = Path(cfg.root or FASHION_ROOT).expanduser().resolve()
-    stems = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
-    found = [sorted(root.rglob(s)) + sorted(root.rglob(s + ".gz")) if root.is_dir() else [] for s in stems]
-    if not all(found):
-        raise BenchError(f"data.root: Fashion-MNIST files {', '.join(stems)} (.gz) not found under {root}; "
-                         "install Debian's dataset-fashion-mnist or point data.root at them")
-    files = [f[0] for f in found]
-    key = {"root": str(root), "files": _fingerprint(_stat_rows(files)),
-           "seed": cfg.seed if cfg.limit else None}
-
-    def build():
-        train, heldout = _from_arrays(_read_idx(files[0]), _read_idx(files[1]), cfg)
-        return train, heldout, {"source": str(files[0].parent), "split": "Fashion-MNIST train / t10k"}
-
-    return _cached(cfg, key, build)
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """LeCun's idx format: 2 zero bytes, type 0x08 (uint8), ndim, big-endian dims, then the data."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        data = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        raise BenchError(f"data.root: {path} is not a uint8 idx file")
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load_folder(cfg) -> Dataset:
-    """Every image under `root` (recursively); `train/`+`test/` sub-folders split it, else a hold-out."""
-    if not cfg.root:
-        raise BenchError("data.root: required for dataset 'folder' (a folder of images)")
-    root = Path(cfg.root).expanduser().resolve()
-    if not root.is_dir():
-        raise BenchError(f"data.root: {root} is not a folder")
-    rows = _scan_images(root)
-    if not rows:
-        raise BenchError(f"data.root: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}")
-    key = {"root": str(root), "files": _fingerprint(rows), "holdout": cfg.holdout,
-           "group_by": cfg.group_by, "seed": cfg.seed}
-
-    def build():
-        train, heldout, split = _split_folder([r[0] for r in rows], cfg)
-        k, j = _caps(len(train), len(heldout), cfg.limit)
-        train = [train[i] for i in _pick(len(train), k, cfg.seed)]
-        heldout = [heldout[i] for i in _pick(len(heldout), j, cfg.seed)]
-        tensors = [_decode_all([root / r for r in names], cfg) for names in (train, heldout)]
-        return tensors[0], tensors[1], {"source": str(root), "split": split}
-
-    return _cached(cfg, key, build)
-
-
-def _split_folder(rels: list[str], cfg) -> tuple[list[str], list[str], str]:
-    """Relative paths -> (train, held-out, description): the split folders if present, else a hold-out."""
-    tops = {r.split("/")[0].lower(): r.split("/")[0] for r in rels if "/" in r}
-    train_dir = next((tops[t] for t in sorted(TRAIN_DIRS) if t in tops), None)
-    test_dir = next((tops[t] for t in sorted(TEST_DIRS) if t in tops), None)
-    if train_dir and test_dir:
-        train = [r for r in rels if r.startswith(train_dir + "/")]
-        test = [r for r in rels if r.startswith(test_dir + "/")]
-        return train, test, f"sub-folders {train_dir}/ and {test_dir}/"
-    return _holdout_split(rels, cfg.holdout, cfg.group_by, cfg.seed)
-
-
-def _holdout_split(rels: list[str], holdout: float, group_by: str | None, seed: int):
-    """Seeded hold-out of ~`holdout` of the files, taking whole groups (one file = one group by default)."""
-    try:
-        pattern = re.compile(group_by) if group_by else None
-    except re.error as e:
-        raise BenchError(f"data.group_by: invalid regex {group_by!r}: {e}") from None
-    groups: dict[str, list[str]] = {}
-    for rel in rels:
-        m = pattern.search(rel) if pattern else None
-        name = rel if m is None else (m.group(1) if m.re.groups and m.group(1) is not None else m.group(0))
-        groups.setdefault(name, []).append(rel)
-    if holdout > 0 and len(groups) < 2:
-        raise BenchError(f"data.group_by: {group_by!r} puts all {len(rels)} images in one group; "
-                         "nothing can be held out")
-    names = sorted(groups)
-    random.Random(seed).shuffle(names)
-    target, held = round(holdout * len(rels)), set()
-    for name in names[:-1]:                                   # the last group always trains
-        if len(held) >= target:
-            break
-        held.update(groups[name])
-    how = f", {len(groups)} groups by {group_by!r} kept whole" if group_by else ""
-    split = f"seeded hold-out {len(held)}/{len(rels)} (holdout {holdout}, seed {seed}{how})"
-    return [r for r in rels if r not in held], sorted(held), split
-
-
-def _decode_all(paths: list[Path], cfg) -> torch.Tensor:
-    """Decode `paths` in parallel threads (PIL releases the GIL) into uint8 [N, C, S, S]."""
-    s = cfg.image_size
-    out = torch.empty(len(paths), cfg.channels, s, s, dtype=torch.uint8)
-
-    def work(i):
-        out[i] = decode_image(paths[i], s, cfg.channels)
-
-    with ThreadPoolExecutor(min(32, os.cpu_count() or 1)) as pool, \
-            tqdm(total=len(paths), desc=f"decode {cfg.dataset}", unit="img", leave=False,
-                 mininterval=1.0, disable=len(paths) < 1000) as bar:
-        for _ in pool.map(work, range(len(paths))):
-            bar.update()
-    return out
-
-
-def decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
-    """One file -> uint8 [C, size, size]: PIL decode (JPEG draft-scaled, never below `size`), resize, crop."""
-    mode = "RGB" if channels == 3 else "L"
-    try:
-        with Image.open(path) as im:
-            im.draft(mode, (size, size))        # JPEG: DCT-domain downscale, both sides stay >= size
-            x = TF.pil_to_tensor(im.convert(mode))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise BenchError(f"data.root: cannot decode {path}: {e}") from None
-    return _resize_crop(x, size)
 
 
 DATASETS: dict[str, Callable] = {

@@ -15,6 +15,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 import bench.data as data
+import bench.datasets_files as datasets_files
 from bench.data import DeviceBatches, load_dataset, to_float, to_uint8
 from bench.errors import BenchError
 
@@ -160,14 +161,14 @@ def test_cache_hit_skips_decoding_and_key_tracks_options(tmp_path, cache, monkey
     assert not first.info["cache_hit"] and Path(first.info["cache"]).parent == cache
 
     real = data.decode_image
-    monkeypatch.setattr(data, "decode_image", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
+    monkeypatch.setattr(datasets_files, "decode_image", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
     second = load_dataset(cfg)
     assert second.info["cache_hit"] and second.info["cache"] == first.info["cache"]
     assert torch.equal(first.train, second.train) and torch.equal(first.heldout, second.heldout)
     with pytest.raises(AssertionError, match="decoded"):           # a new size is a new key: decodes
         load_dataset(replace(cfg, image_size=4))
 
-    monkeypatch.setattr(data, "decode_image", real)
+    monkeypatch.setattr(datasets_files, "decode_image", real)
     small = load_dataset(replace(cfg, image_size=4))
     assert small.info["cache"] != first.info["cache"] and small.train.shape[-1] == 4
     img = tmp_path / "g/fruit0_angle0.png"
@@ -194,7 +195,7 @@ def test_cifar10_pipeline(tmp_path, monkeypatch):
         def __init__(self, root, train, download):
             self.data = arrays[train]
 
-    monkeypatch.setattr(data, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setattr(datasets_files, "CIFAR10", FakeCIFAR10)
     d = load_dataset(Cfg(dataset="cifar10", root=str(tmp_path)))
     assert torch.equal(d.train, torch.from_numpy(arrays[True]).permute(0, 3, 1, 2))
     assert d.heldout.shape == (10, 3, 32, 32)
