@@ -13,6 +13,7 @@ from dataclasses import replace
 import torch
 
 from bench.errors import BenchError, choices_error
+from bench.task import cond_channels
 
 
 def check_run(spec, where: str, entry_path: str, check_models: bool = True):
@@ -27,7 +28,8 @@ def check_run(spec, where: str, entry_path: str, check_models: bool = True):
         kwargs, capacity = _match(spec, where, entry_path)
         entry = replace(entry, kwargs=kwargs)
     params, factor = model_summary(entry.arch, json.dumps(kwargs, sort_keys=True),
-                                   spec.data.channels, spec.data.image_size, where, entry_path)
+                                   spec.data.channels, spec.data.image_size, where, entry_path,
+                                   cond_channels(spec.task, spec.data.channels))
     if spec.data.image_size % factor:
         raise BenchError(f"{where}: data.image_size: {spec.data.image_size} is not divisible by "
                          f"{factor}, the down-sampling factor of {entry_path} ({entry.arch})")
@@ -93,11 +95,13 @@ def _match(spec, where: str, entry_path: str):
 
 @functools.lru_cache(maxsize=256)
 def model_summary(arch: str, kwargs_json: str, channels: int, image_size: int,
-                  where: str, entry_path: str) -> tuple[int, int]:
+                  where: str, entry_path: str, cond: int = 0) -> tuple[int, int]:
     """(parameter count, downsample_factor) of an entry, built on the meta device."""
     from architectures import UnknownArchitectureError, create
 
     kwargs = json.loads(kwargs_json)
+    if cond:
+        kwargs["cond_channels"] = cond
     try:
         with torch.device("meta"):
             model = create(arch, in_channels=channels, out_channels=channels,
@@ -105,6 +109,9 @@ def model_summary(arch: str, kwargs_json: str, channels: int, image_size: int,
     except UnknownArchitectureError as err:
         raise BenchError(f"{where}: {entry_path}.arch: {err}") from None
     except TypeError as err:  # an unknown or missing keyword
+        if cond and "cond_channels" in str(err):
+            raise BenchError(f"{where}: task.kind: inpaint needs an architecture that accepts "
+                             f"cond_channels; {entry_path} ({arch}) does not") from None
         raise BenchError(f"{where}: {entry_path}.kwargs: {arch}: {err}") from None
     except (BenchError, ValueError, AssertionError) as err:  # the design refuses these values
         raise BenchError(f"{where}: {entry_path}: {arch} at data.image_size {image_size}: "

@@ -38,6 +38,12 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    kind: Literal["unconditional", "inpaint"] = "unconditional"
+    mask: Literal["bottom_half", "top_half", "left_half", "right_half", "center"] = "bottom_half"
+
+
+@dataclass(frozen=True)
 class BudgetConfig:
     kimg: float | None = None         # thousands of training images seen (EDM)
     steps: int | None = None          # optimizer steps

@@ -15,6 +15,7 @@ import torch
 
 from bench.device import autocast
 from bench.samplers import SAMPLERS
+from bench.task import conditioned
 
 VAL_SEED = 20_240_601  # constant: the validation triples are the same for every run
 
@@ -33,7 +34,8 @@ def validation_triples(heldout: torch.Tensor, n_images: int, t_per_image: int, T
 
 
 @torch.no_grad()
-def validation_loss(model, diffusion, triples, batch_size: int, amp: str = "none") -> dict:
+def validation_loss(model, diffusion, triples, batch_size: int, amp: str = "none",
+                    task=None) -> dict:
     """Mean loss over the fixed triples, and per quarter of the timestep range (q1 = smallest t)."""
     x0, t, noise = triples
     losses = []
@@ -42,7 +44,8 @@ def validation_loss(model, diffusion, triples, batch_size: int, amp: str = "none
     with autocast(x0.device, amp):
         for i in range(0, len(x0), batch_size):
             sl = slice(i, i + batch_size)
-            losses.append(diffusion.loss(model, x0[sl], t=t[sl], noise=noise[sl])[0].float())
+            net = model if task is None else conditioned(model, task, x0[sl])
+            losses.append(diffusion.loss(net, x0[sl], t=t[sl], noise=noise[sl])[0].float())
     model.train(was_training)
     loss = torch.cat(losses)
     quarter = (t * 4 // diffusion.T).clamp(max=3)

@@ -23,6 +23,8 @@ from bench.evaluate import grid_noise, sample, sampling_cost, validation_loss, v
 from bench.metrics.cost import model_cost
 from bench.results import (CHECKPOINT, RESULT, SAMPLES, environment, is_complete, read_result,
                            write_json, write_with)
+from bench.errors import BenchError
+from bench.task import composite, cond_channels, conditioned, inpaint_psnr
 from bench.train import checkpoint_state, train
 
 Hook = Callable[[str, dict], dict]  # hook(phase "train" | "final", context) -> metrics
@@ -62,8 +64,10 @@ def suite_record(suite) -> dict:
 def build_run(spec, dataset, device: torch.device) -> dict:
     """Model, diffusion, batches and generators of a run, all seeded from the run's seed."""
     torch.manual_seed(spec.seed)  # weight init
+    cond = cond_channels(spec.task, spec.data.channels)
     model = create(spec.entry.arch, in_channels=spec.data.channels, out_channels=spec.data.channels,
-                   image_size=spec.data.image_size, **spec.entry.kwargs).to(device)
+                   image_size=spec.data.image_size, cond_channels=cond or None,
+                   **spec.entry.kwargs).to(device)
     if spec.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     data_gen = torch.Generator(device).manual_seed(spec.seed)
@@ -86,7 +90,8 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
     parts = build_run(spec, dataset, device)
     shape = (spec.data.channels, spec.data.image_size, spec.data.image_size)
     record = _new_record(spec, device, flags, dataset)
-    record["metrics"].update(model_cost(parts["model"], spec.data.channels, spec.data.image_size))
+    in_channels = spec.data.channels + cond_channels(spec.task, spec.data.channels)
+    record["metrics"].update(model_cost(parts["model"], in_channels, spec.data.image_size))
     context = {"spec": spec, "dataset": dataset, "device": device, "amp": flags["amp"],
                "shape": shape, "run_dir": run_dir, **parts}
     resume = _resume_state(run_dir, spec)
@@ -99,7 +104,7 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
         net = state["ema"].module if spec.eval.use_ema else state["model"]
         point = {"step": state["step"], "kimg": state["images"] / 1000,
                  **validation_loss(net, parts["diffusion"], parts["triples"],
-                                   spec.eval.sample_batch, flags["amp"])}
+                                   spec.eval.sample_batch, flags["amp"], _task(spec))}
         for hook in hooks:  # later hooks (Optuna pruning) see earlier hooks' metrics in `point`
             point.update(hook("train", {**context, "net": net, "state": state, "point": point}) or {})
         state["history"].append(point)
@@ -113,7 +118,7 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
     try:
         state = train(parts["model"], parts["diffusion"], parts["batches"], spec.train, spec.budget,
                       generator=parts["noise_gen"], every_kimg=spec.eval.every_kimg,
-                      on_eval=on_eval, resume=resume, progress=progress)
+                      on_eval=on_eval, resume=resume, progress=progress, task=_task(spec))
         _finish(record, state, context, hooks, wall_start, eval_seconds[0])
     except BaseException as err:  # keep the partial result, say why it stopped, re-raise
         pruned = type(err).__name__ == "TrialPruned"
@@ -131,12 +136,19 @@ def _finish(record: dict, state: dict, context: dict, hooks, wall_start: float, 
     started = time.perf_counter()
     net = state["ema"].module if spec.eval.use_ema else state["model"]
     noise = grid_noise(spec.eval.grid, context["shape"], spec.eval.grid_seed, device)
-    grid = sample(net, context["diffusion"], spec.eval, spec.eval.grid, context["shape"],
-                  noise=noise, seed=spec.eval.grid_seed, amp=context["amp"], device=device)
+    given = _heldout(context, spec.eval.grid)
+    grid = sample(conditioned(net, spec.task, given), context["diffusion"], spec.eval,
+                  spec.eval.grid, context["shape"], noise=noise, seed=spec.eval.grid_seed,
+                  amp=context["amp"], device=device)
+    if given is not None:
+        grid = composite(spec.task, grid, given)
+        record["metrics"]["inpaint_psnr"] = inpaint_psnr(spec.task, grid, given)
     write_with(run_dir / SAMPLES, lambda p: save_image((grid + 1) / 2, p, nrow=_nrow(spec.eval.grid),
                                                       format="png"))
-    record["metrics"].update(sampling_cost(net, context["diffusion"], spec.eval, context["shape"],
-                                           amp=context["amp"], device=device))
+    given = _heldout(context, spec.eval.sample_batch)
+    record["metrics"].update(sampling_cost(conditioned(net, spec.task, given), context["diffusion"],
+                                           spec.eval, context["shape"], amp=context["amp"],
+                                           device=device))
     last = next(p for p in reversed(state["history"]) if "val_loss" in p)
     record["metrics"].update({k: v for k, v in last.items() if k.startswith("val_loss")})
     for hook in hooks:
@@ -144,6 +156,21 @@ def _finish(record: dict, state: dict, context: dict, hooks, wall_start: float, 
     _fill(record, state, eval_s + time.perf_counter() - started, wall_start)
     record["status"] = "complete"
     write_json(run_dir / RESULT, record)
+
+
+def _task(spec):
+    return None if spec.task.kind == "unconditional" else spec.task
+
+
+def _heldout(context: dict, n: int):
+    """The first `n` held-out images in [-1, 1] on the device (conditional tasks), else None."""
+    if _task(context["spec"]) is None:
+        return None
+    images = context["dataset"].heldout[:n].float().div(127.5).sub(1)
+    if len(images) < n:
+        raise BenchError(f"eval: the task needs {n} held-out images to condition on; the "
+                         f"held-out split has {len(images)}")
+    return images.to(context["device"])
 
 
 def _new_record(spec, device, flags, dataset) -> dict:

@@ -17,11 +17,11 @@ from typing import Any
 import yaml
 
 from bench.config import (BudgetConfig, DataConfig, DiffusionConfig, EvalConfig, ModelEntry,
-                          TrainConfig, build)
+                          TaskConfig, TrainConfig, build)
 from bench.errors import BenchError, choices_error
 
-SECTIONS = {"data": DataConfig, "diffusion": DiffusionConfig, "budget": BudgetConfig,
-            "train": TrainConfig, "eval": EvalConfig}
+SECTIONS = {"data": DataConfig, "task": TaskConfig, "diffusion": DiffusionConfig,
+            "budget": BudgetConfig, "train": TrainConfig, "eval": EvalConfig}
 TOP_KEYS = {"name", "description", "baseline", "seeds", "models", "search", *SECTIONS}
 
 
@@ -36,14 +36,18 @@ class RunSpec:
     budget: BudgetConfig
     train: TrainConfig
     eval: EvalConfig
+    task: TaskConfig = field(default_factory=TaskConfig)
     capacity: dict | None = None      # capacity-matching record (target, achieved, width)
     params: int | None = None         # parameter count (from a meta-device build)
 
     def config(self) -> dict:
         """The resolved configuration that defines this run (hashed into its id)."""
-        return {"entry": asdict(self.entry), "seed": self.seed, "data": asdict(self.data),
-                "diffusion": asdict(self.diffusion), "budget": asdict(self.budget),
-                "train": asdict(self.train), "eval": asdict(self.eval)}
+        config = {"entry": asdict(self.entry), "seed": self.seed, "data": asdict(self.data),
+                  "diffusion": asdict(self.diffusion), "budget": asdict(self.budget),
+                  "train": asdict(self.train), "eval": asdict(self.eval)}
+        if self.task.kind != "unconditional":  # keeps unconditional run ids unchanged
+            config["task"] = asdict(self.task)
+        return config
 
     @property
     def run_id(self) -> str:
@@ -60,6 +64,7 @@ class Suite:
     description: str = ""
     baseline: str | None = None       # entry the report compares against (default: the first)
     data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
