@@ -1,89 +1,249 @@
-"""Leaderboard: a pure function of a results folder (pandas), one row per suite entry.
+"""Leaderboard and report: pure functions of one or more results folders (pandas).
 
-Metrics are aggregated over seeds (mean and std, and the number of seeds); rows are ranked by the
-suite's metric within groups of identical evaluation protocol (rows whose protocols differ are
-never ranked against each other), and each row names its run folders.
+One row per (comparison group, suite folder, entry), aggregated over seeds: mean, std and a 95 %
+bootstrap CI of every metric, the number of seeds, the paired difference to the suite's baseline
+entry with its test and verdict, a Pareto flag (quality vs training cost) and the run folders.
+Statistics live in `bench.stats`, Markdown in `bench.report_md`, plots in `bench.plots`, the HTML
+page in `bench.html`.
+
+A comparison group is (dataset, resolution, evaluation protocol key): rows whose protocols differ
+are never ranked or tested against each other (issue "Evaluation with a pinned protocol").
 """
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from bench.results import load_results, write_with
+from bench import stats
+from bench.report_md import markdown_table, to_markdown, write_markdown  # noqa: F401 (re-exported)
+from bench.results import iter_results, load_results, write_with
 
-# Columns shown in the leaderboard, in order, when present (quality, then cost).
-COLUMNS = ["fid", "kid_mean", "ssim_mean", "val_loss", "val_loss_q1", "val_loss_q2", "val_loss_q3",
-           "val_loss_q4", "final_train_loss", "params", "gflops", "train_img_per_s",
-           "sample_img_per_s", "peak_mem_train_mb", "peak_mem_sample_mb"]
+QUALITY = ["fid", "kid_mean", "precision", "recall", "ssim", "psnr", "val_loss", "val_loss_q1",
+           "val_loss_q2", "val_loss_q3", "val_loss_q4", "final_train_loss"]
+COST = ["params", "gflops", "train_img_per_s", "sample_img_per_s", "peak_mem_train_mb",
+        "peak_mem_sample_mb"]
+COSTS = ("train_img_per_s", "gflops", "params")  # Pareto cost axis, first present wins
 
 
-def leaderboard(runs: pd.DataFrame, metric: str = "val_loss", direction: str = "minimize") -> pd.DataFrame:
-    """Aggregate complete runs per (protocol, entry): `<m>` mean, `<m>_std`, seeds, run folders."""
+@dataclass
+class Results:
+    """Everything a report shows, read once: one row per run plus long-form curves."""
+    runs: pd.DataFrame                                       # load_results + source/label/group
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)    # run_dir, kimg, step, metrics
+    recon: pd.DataFrame = field(default_factory=pd.DataFrame)      # run_dir, kind, t, ssim/psnr
+    fid_n: pd.DataFrame = field(default_factory=pd.DataFrame)      # run_dir, n, fid
+    fid_steps: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_dir, sampler, steps, fid
+    records: dict = field(default_factory=dict)              # run_dir -> protocol, environment...
+
+
+def collect(folders) -> Results:
+    """Read every result.json below `folders` into a `Results`."""
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    long = {"history": [], "recon": [], "fid_n": [], "fid_steps": []}
+    records = {}
+    for run_dir, result in iter_results(folders):
+        key, curves = str(run_dir), result.get("curves") or {}
+        records[key] = {k: result.get(k) for k in ("protocol", "environment", "budget", "timing",
+                                                   "error", "files", "data", "status")}
+        long["history"] += [{"run_dir": key, **p} for p in result.get("history") or []]
+        for kind, per_t in (result.get("metrics") or {}).items():
+            if kind.startswith("recon") and isinstance(per_t, dict):
+                long["recon"] += [{"run_dir": key, "kind": kind, "t": int(t), **v}
+                                  for t, v in per_t.items() if isinstance(v, dict)]
+        long["fid_n"] += [{"run_dir": key, **p} for p in curves.get("fid_vs_n") or []]
+        long["fid_steps"] += [{"run_dir": key, **p} for p in curves.get("fid_vs_steps") or []]
+    runs = annotate(load_results(folders), pd.DataFrame(long["recon"]))
+    ids = runs[["run_dir", "label", "entry", "seed", "group", "status"]] if not runs.empty else None
+    frames = {k: _join(pd.DataFrame(v), ids) for k, v in long.items()}
+    return Results(runs=runs, records=records, **frames)
+
+
+def _join(frame: pd.DataFrame, ids) -> pd.DataFrame:
+    return frame if frame.empty or ids is None else frame.merge(ids, on="run_dir", how="left")
+
+
+def annotate(runs: pd.DataFrame, recon: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Add `source` (suite folder), `label` (entry, or folder/entry across folders), `group`
+    (dataset, resolution and FID protocol) and SSIM/PSNR averaged over the t grid."""
+    if runs.empty or "group" in runs:
+        return runs
+    runs = runs.copy()
+    runs["source"] = [str(Path(d).parent) for d in runs["run_dir"]]
+    names = _short_names(sorted(set(runs["source"])))
+    runs["source_name"] = runs["source"].map(names)
+    several = runs["source"].nunique() > 1
+    runs["label"] = [f"{s}/{e}" if several else str(e) for s, e in zip(runs["source_name"], runs["entry"])]
+    data = [f"{d} {s}px" for d, s in zip(_column(runs, "cfg.data.dataset"),
+                                           _column(runs, "cfg.data.image_size"))]
+    runs["group"] = [f"{d} | {p or 'no FID protocol'}" for d, p in zip(data, runs["protocol"].fillna(""))]
+    if recon is not None and not recon.empty:
+        one_step = recon[recon["kind"] == "recon"].groupby("run_dir")
+        for name in ("ssim", "psnr"):
+            if name not in runs and f"{name}_mean" in recon:
+                runs[name] = runs["run_dir"].map(one_step[f"{name}_mean"].mean())
+    return runs
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series("?", index=frame.index)
+
+
+def _short_names(sources: list[str]) -> dict[str, str]:
+    """The shortest path suffix that tells the folders apart (`smoke`, `a/smoke` vs `b/smoke`)."""
+    for depth in range(1, 1 + max((len(Path(s).parts) for s in sources), default=1)):
+        names = {s: "/".join(Path(s).parts[-depth:]) for s in sources}
+        if len(set(names.values())) == len(sources):
+            return names
+    return {s: s for s in sources}
+
+
+def suite_info(source: str | Path) -> dict:
+    """The suite record the runner writes (entries order, baseline, metric, direction), or {}."""
+    path = Path(source) / "suite.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def leaderboard(runs: pd.DataFrame, metric: str = "val_loss", direction: str | None = None, *,
+                alpha: float = 0.05, test: str = "ttest", baseline: str | None = None,
+                cost: str | None = None, seed: int = 0) -> pd.DataFrame:
+    """Aggregate complete runs per (group, source, entry) and rank each group by `metric`."""
+    runs = annotate(runs)
     runs = runs[runs["status"] == "complete"] if "status" in runs else runs
     if runs.empty:
         return pd.DataFrame()
-    present = [c for c in COLUMNS if c in runs and runs[c].notna().any()]
-    groups = runs.groupby(["protocol", "entry"], sort=False, dropna=False)
-    table = groups[present].mean()
-    spread = groups[present].std(ddof=1).add_suffix("_std")
-    table = table.join(spread)
-    table["arch"] = groups["arch"].first()
-    table["seeds"] = groups["seed"].nunique()
-    table["run_dirs"] = groups["run_dir"].agg(lambda d: " ".join(sorted(Path(p).name for p in d)))
-    table = table.reset_index()
-    if metric in table:
-        ascending = direction == "minimize"
-        table["rank"] = table.groupby("protocol")[metric].rank(ascending=ascending, method="min")
-        table = table.sort_values(["protocol", "rank"], na_position="last")
-    order = ["rank", "entry", "arch", "seeds", *[c for m in present for c in (m, f"{m}_std")],
-             "protocol", "run_dirs"]
-    return table[[c for c in order if c in table]].reset_index(drop=True)
-
-
-def to_markdown(table: pd.DataFrame, metric: str) -> str:
-    """A paste-able Markdown table; each metric shown as `mean ± std` when several seeds ran."""
-    if table.empty:
-        return "_no complete runs_\n"
-    shown = pd.DataFrame({"rank": table.get("rank"), "entry": table["entry"],
-                          "arch": table["arch"], "seeds": table["seeds"]})
-    for col in COLUMNS:
-        if col in table:
-            shown[col] = [_cell(m, s) for m, s in zip(table[col], table.get(f"{col}_std"))]
-    if table["protocol"].nunique() > 1:
-        shown["protocol"] = table["protocol"]
-    shown["runs"] = table["run_dirs"]
-    header = f"Ranked by `{metric}` (mean ± std over seeds).\n\n"
-    return header + markdown_table(shown) + "\n"
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """GitHub-flavoured pipe table of a frame's values (no extra dependency)."""
-    cells = [[str(c) for c in frame.columns]]
-    cells += [["" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v)) for v in row]
-              for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
-    return "\n".join(lines)
-
-
-def _cell(mean, std) -> str:
-    if pd.isna(mean):
-        return ""
-    text = _fmt(mean)
-    return text if std is None or pd.isna(std) else f"{text} ± {_fmt(std)}"
-
-
-def _fmt(value: float) -> str:
-    if abs(value) >= 1e5:
-        return f"{value:.3g}"
-    return f"{value:.4g}"
-
-
-def write_leaderboard(folder: str | Path, metric: str = "val_loss", direction: str = "minimize") -> pd.DataFrame:
-    """Write `leaderboard.csv` and `leaderboard.md` into a suite's results folder (atomically)."""
-    folder = Path(folder)
-    table = leaderboard(load_results(folder), metric, direction)
-    write_with(folder / "leaderboard.csv", lambda p: table.to_csv(p, index=False))
-    write_with(folder / "leaderboard.md", lambda p: p.write_text(to_markdown(table, metric)))
+    direction = direction or stats.infer_direction(metric)
+    present = [c for c in dict.fromkeys([metric, *QUALITY, *COST])
+               if c in runs and pd.to_numeric(runs[c], errors="coerce").notna().any()]
+    rows = [_aggregate(part, present, seed) for _, part in
+            runs.groupby(["group", "source", "entry"], sort=False, dropna=False)]
+    table = pd.DataFrame(rows)
+    table["order"] = [_entry_order(s, e) for s, e in zip(table["source"], table["entry"])]
+    parts = [_rank_group(part, runs, metric, direction, alpha, test, baseline, cost, seed)
+             for _, part in table.groupby("group", sort=True)]
+    table = pd.concat(parts, ignore_index=True).drop(columns="order")
+    table.attrs.update(metric=metric, direction=direction, alpha=alpha, test=test, seed=seed)
     return table
+
+
+def _aggregate(part: pd.DataFrame, present: list[str], seed: int) -> dict:
+    first = part.iloc[0]
+    row = {"group": first["group"], "source": first["source"], "source_name": first["source_name"],
+           "label": first["label"], "entry": first["entry"], "arch": first.get("arch"),
+           "seeds": part["seed"].nunique()}
+    for col in present:
+        values = pd.to_numeric(part[col], errors="coerce").to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        row[col] = finite.mean() if len(finite) else np.nan
+        row[f"{col}_std"] = finite.std(ddof=1) if len(finite) > 1 else np.nan
+        row[f"{col}_ci_low"], row[f"{col}_ci_high"] = stats.bootstrap_ci(finite, seed=seed)
+    row["run_dirs"] = " ".join(sorted(Path(d).name for d in part["run_dir"]))
+    return row
+
+
+def _entry_order(source: str, entry: str) -> int:
+    entries = suite_info(source).get("entries") or []
+    return entries.index(entry) if entry in entries else len(entries)
+
+
+def _rank_group(part, runs, metric, direction, alpha, test, baseline, cost, seed) -> pd.DataFrame:
+    """Rank, baseline comparison and Pareto flag inside one comparison group."""
+    part = part.copy()
+    if metric in part:
+        part["rank"] = part[metric].rank(ascending=direction == "minimize", method="min")
+    part = part.sort_values(["rank", "order"] if "rank" in part else ["order"], na_position="last")
+    comparisons = [_compare(row, part, runs, metric, direction, alpha, test, baseline, seed)
+                   for _, row in part.iterrows()]
+    part = pd.concat([part.reset_index(drop=True), pd.DataFrame(comparisons)], axis=1)
+    quality = "fid" if "fid" in part and part["fid"].notna().any() else metric
+    cost = cost or next((c for c in COSTS if c in part and part[c].notna().any()), None)
+    if quality in part and cost in part:
+        part["pareto"] = stats.pareto_front(part[quality], part[cost],
+                                            direction if quality == metric else "minimize",
+                                            stats.infer_direction(cost))
+        part["pareto_axes"] = f"{quality} vs {cost}"
+    return part
+
+
+def _compare(row, part, runs, metric, direction, alpha, test, baseline, seed) -> dict:
+    base = _baseline_row(row, part, baseline)
+    if base is None or metric not in runs:
+        return {"baseline": None, "verdict": "n/a (no baseline)"}
+    if base["label"] == row["label"]:
+        return {"baseline": base["label"], "verdict": "baseline"}
+    values = {lab: _by_seed(runs, row["group"], src, ent, metric) for lab, src, ent in
+              ((0, row["source"], row["entry"]), (1, base["source"], base["entry"]))}
+    result = stats.compare_paired(values[0], values[1], direction, alpha, test, seed)
+    return {"baseline": base["label"], **result}
+
+
+def _baseline_row(row, part: pd.DataFrame, baseline: str | None):
+    """`--baseline ENTRY` or `FOLDER:ENTRY`, else the baseline named by the row's own suite."""
+    if baseline and ":" in baseline:
+        folder, entry = baseline.rsplit(":", 1)
+        match = part[(part["source_name"] == folder) & (part["entry"] == entry)]
+    else:
+        info = suite_info(row["source"])
+        name = baseline or info.get("baseline") or (info.get("entries") or [None])[0]
+        same = part[part["source"] == row["source"]]
+        match = same[same["entry"] == name] if name else same.sort_values("order").head(1)
+    return None if match.empty else match.iloc[0]
+
+
+def _by_seed(runs, group, source, entry, metric) -> dict:
+    sel = runs[(runs["group"] == group) & (runs["source"] == source) & (runs["entry"] == entry)]
+    values = pd.to_numeric(sel[metric], errors="coerce")
+    return dict(zip(sel["seed"], values.to_numpy(dtype=float)))
+
+
+def ranking_defaults(folders, metric: str | None, direction: str | None) -> tuple[str, str]:
+    """The ranking metric and direction: given, else the first suite.json's, else val_loss."""
+    info = next((i for i in map(suite_info, _suite_folders(folders)) if i), {})
+    metric = metric or info.get("metric") or "val_loss"
+    if direction is None:
+        direction = info.get("direction") if metric == info.get("metric") else None
+    return metric, direction or stats.infer_direction(metric)
+
+
+def _suite_folders(folders) -> list[Path]:
+    folders = [folders] if isinstance(folders, (str, Path)) else folders
+    return [p.parent for f in folders for p in sorted(Path(f).glob("**/suite.json"))]
+
+
+def write_leaderboard(folder: str | Path, metric: str = "val_loss", direction: str = "minimize",
+                      **options) -> pd.DataFrame:
+    """Write `leaderboard.csv` and `leaderboard.md` into a results folder (atomically)."""
+    results = collect([folder])
+    table = leaderboard(results.runs, metric, direction, **options)
+    write_tables(results, table, Path(folder))
+    return table
+
+
+def write_tables(results: Results, table: pd.DataFrame, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_with(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False))
+    write_with(out / "leaderboard.md", lambda p: p.write_text(write_markdown(results, table)))
+
+
+def write_report(folders, out: str | Path | None = None, metric: str | None = None,
+                 direction: str | None = None, results: Results | None = None, **options) -> dict:
+    """leaderboard.csv/.md, plots/*.png and report.html of `folders` into `out` (default: the one
+    folder); returns {"table", "files", "seconds"}."""
+    from bench.html import write_html
+    from bench.plots import write_plots
+
+    started = time.perf_counter()
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    out = Path(out or folders[0])
+    metric, direction = ranking_defaults(folders, metric, direction)
+    results = results or collect(folders)
+    table = leaderboard(results.runs, metric, direction, **options)
+    write_tables(results, table, out)
+    plots = write_plots(results, table, out / "plots")
+    html = write_html(results, table, plots, out / "report.html", folders)
+    files = [out / "leaderboard.csv", out / "leaderboard.md", *plots.values(), html]
+    return {"table": table, "files": files, "seconds": time.perf_counter() - started}
