@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from unittest import mock
@@ -158,7 +159,9 @@ def _converted_state_dict(path: Path, sha: str) -> dict:
     cached = cache_dir() / "inception" / f"pt_inception_from_{sha}.pth"
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
-    ts_model = torch.jit.load(str(path), map_location="cpu").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # "torch.jit.load is deprecated": still the loader
+        ts_model = torch.jit.load(str(path), map_location="cpu").eval()
     state_dict = convert_torchscript(ts_model)
     err = check_against_torchscript(build_inception(state_dict), ts_model)
     if err > 1e-4:
