@@ -20,6 +20,7 @@ def check_run(spec, where: str, entry_path: str, check_models: bool = True):
     """Validate a RunSpec; returns it with capacity-matched kwargs and a parameter count."""
     _check_names(spec, where)
     _check_values(spec, where)
+    _check_eval(spec, where)
     if not check_models:
         return spec
     entry = spec.entry
@@ -53,6 +54,49 @@ def _check_names(spec, where: str) -> None:
     device = spec.train.device
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise choices_error(f"{where}: train.device", "device", device, ["auto", "cpu", "cuda", "cuda:N"])
+
+
+# Ranking metrics, and the eval.metrics entry that produces each (None: always produced).
+RANKABLE = {"val_loss": None, "final_train_loss": None, "train_img_per_s": None,
+            "sample_img_per_s": None, "params": None, "gflops": None, "inpaint_psnr": None,
+            **{f"val_loss_q{q}": None for q in range(1, 5)}, "fid": "fid", "kid_mean": "kid",
+            "precision": "pr", "recall": "pr", "ssim_mean": "recon", "psnr_mean": "recon",
+            "roundtrip_ssim_mean": "roundtrip", "roundtrip_psnr_mean": "roundtrip"}
+
+
+def _check_eval(spec, where: str) -> None:
+    """Quality metric names, their settings, and a ranking metric the suite will produce."""
+    from bench.metrics.quality import METRICS
+
+    ev = spec.eval
+    for name in ev.metrics:
+        if name not in METRICS:
+            raise choices_error(f"{where}: eval.metrics", "metric", name, METRICS)
+    if ev.metric not in RANKABLE:
+        raise choices_error(f"{where}: eval.metric", "ranking metric", ev.metric, RANKABLE)
+    needs = RANKABLE[ev.metric]
+    if needs and needs not in ev.metrics:
+        raise BenchError(f"{where}: eval.metric: ranking by {ev.metric} needs '{needs}' in "
+                         f"eval.metrics (got {list(ev.metrics) or 'none'})")
+    if ev.metric == "inpaint_psnr" and spec.task.kind != "inpaint":
+        raise BenchError(f"{where}: eval.metric: inpaint_psnr needs task.kind: inpaint")
+    for t in ev.recon_t or []:
+        if not isinstance(t, int) or not 1 <= t <= spec.diffusion.timesteps:
+            raise BenchError(f"{where}: eval.recon_t: {t!r} is out of range; choose integers in "
+                             f"1..{spec.diffusion.timesteps} (1-based: t = T is the last step)")
+    if spec.task.kind != "unconditional" and {"recon", "roundtrip"} & set(ev.metrics):
+        raise BenchError(f"{where}: eval.metrics: recon/roundtrip are for unconditional models; "
+                         f"task.kind is {spec.task.kind}")
+    for key in ("fid_n", "fid_batch", "kid_subsets", "kid_subset_size", "pr_k", "recon_images"):
+        if getattr(ev, key) <= 0 or (key == "fid_n" and ev.fid_n < 2):
+            raise BenchError(f"{where}: eval.{key}: must be positive (fid_n at least 2), got "
+                             f"{getattr(ev, key)}")
+    if ev.fid_proxy_n < 0 or ev.fid_proxy_n == 1:
+        raise BenchError(f"{where}: eval.fid_proxy_n: 0 (off) or at least 2, got {ev.fid_proxy_n}")
+    if ev.fid_proxy_steps is not None:
+        from bench.samplers import resolve_steps
+        resolve_steps(ev.sampler, ev.fid_proxy_steps, spec.diffusion.timesteps,
+                      f"{where}: eval.fid_proxy_steps")
 
 
 def _check_values(spec, where: str) -> None:

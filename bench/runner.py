@@ -21,6 +21,7 @@ from bench.device import precision_flags, resolve_device
 from bench.diffusion import Diffusion
 from bench.evaluate import grid_noise, sample, sampling_cost, validation_loss, validation_triples
 from bench.metrics.cost import model_cost
+from bench.metrics.quality import quality_hooks
 from bench.results import (CHECKPOINT, RESULT, SAMPLES, environment, is_complete, read_result,
                            write_json, write_with)
 from bench.errors import BenchError
@@ -93,7 +94,8 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
     in_channels = spec.data.channels + cond_channels(spec.task, spec.data.channels)
     record["metrics"].update(model_cost(parts["model"], in_channels, spec.data.image_size))
     context = {"spec": spec, "dataset": dataset, "device": device, "amp": flags["amp"],
-               "shape": shape, "run_dir": run_dir, **parts}
+               "shape": shape, "run_dir": run_dir, "record": record, **parts}
+    hooks = [*quality_hooks(spec), *hooks]  # quality first: later hooks (pruning) see fid_proxy
     resume = _resume_state(run_dir, spec)
     _reset_peak(device)
     eval_seconds = [0.0]
@@ -105,8 +107,10 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
         point = {"step": state["step"], "kimg": state["images"] / 1000,
                  **validation_loss(net, parts["diffusion"], parts["triples"],
                                    spec.eval.sample_batch, flags["amp"], _task(spec))}
+        view = {**context, "net": net, "net_for_sampling": _sampling_nets(context, net),
+                "state": state, "point": point}
         for hook in hooks:  # later hooks (Optuna pruning) see earlier hooks' metrics in `point`
-            point.update(hook("train", {**context, "net": net, "state": state, "point": point}) or {})
+            point.update(hook("train", view) or {})
         state["history"].append(point)
         state["last_eval_step"] = state["step"]
         write_with(run_dir / CHECKPOINT, lambda p: torch.save(checkpoint_state(state), p))
@@ -151,11 +155,24 @@ def _finish(record: dict, state: dict, context: dict, hooks, wall_start: float, 
                                            device=device))
     last = next(p for p in reversed(state["history"]) if "val_loss" in p)
     record["metrics"].update({k: v for k, v in last.items() if k.startswith("val_loss")})
+    view = {**context, "net": net, "net_for_sampling": _sampling_nets(context, net), "state": state}
     for hook in hooks:
-        record["metrics"].update(hook("final", {**context, "net": net, "state": state}) or {})
+        record["metrics"].update(hook("final", view) or {})
     _fill(record, state, eval_s + time.perf_counter() - started, wall_start)
     record["status"] = "complete"
     write_json(run_dir / RESULT, record)
+
+
+def _sampling_nets(context: dict, net):
+    """A factory (batch size, offset) -> the denoiser to sample with (conditioned on held-out
+    images [offset, offset + batch) for conditional tasks)."""
+    def make(n: int, offset: int):
+        if _task(context["spec"]) is None:
+            return net
+        given = _heldout(context, offset + n)[offset:]
+        return conditioned(net, context["spec"].task, given)
+
+    return lambda: make
 
 
 def _task(spec):
