@@ -287,6 +287,18 @@ def test_default_1_is_pinned_converted_exactly_and_cached(real_inception, monkey
     assert inception.load_inception(inception.default_1_path())[1] == sha
 
 
+def test_explicit_weights_from_env_and_a_wrong_file_is_refused(real_inception, tmp_path, monkeypatch):
+    module, sha = real_inception
+    converted = inception.cache_dir() / "inception" / f"pt_inception_from_{sha}.pth"
+    monkeypatch.setenv("BENCH_INCEPTION_WEIGHTS", str(converted))   # a plain pytorch-fid state dict
+    loaded, loaded_sha = inception.load_inception()
+    assert loaded_sha == inception.sha256_file(converted) != sha
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), module.state_dict().values()))
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(BenchError, match="not a pytorch-fid Inception state dict"):
+        inception.load_inception(tmp_path / "wrong.pth")
+
+
 N_REAL = 16   # images per set in the real-Inception tests (FIDs at N=16: ~310 / ~480 / ~570)
 
 
