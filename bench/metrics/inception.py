@@ -18,7 +18,11 @@ Preprocessing. The protocol pins pytorch-fid's (PREPROCESSING): uint8 / 255, bil
 299x299 (F.interpolate, align_corners=False, no antialias), then 2x - 1, all in fp32 (TF32 and
 autocast off). The TorchScript file's own convention differs: it takes 299x299 input already resized
 (by fid-helper's own resampler) and scaled as (x_uint8 - 128) / 128, a range of [-1, 0.9921875].
-Same network, different inputs, slightly different features, so results are never mixed.
+Same network, different inputs, slightly different features: PREPROCESSING is part of every protocol.
+
+The sha256 `load_inception` returns is that of the source file (default_1.pt's for the offline route),
+so a protocol names the exact file. On the CPU the module runs NHWC (~1.6x faster; features agree
+with NCHW to ~1e-5), which changes no preprocessing.
 """
 from __future__ import annotations
 
