@@ -39,7 +39,7 @@ def check_run(spec, where: str, entry_path: str, check_models: bool = True):
 
 def _check_names(spec, where: str) -> None:
     from bench.data import DATASETS
-    from bench.diffusion import SCHEDULES
+    from bench.diffusion import SCHEDULES, Diffusion
     from bench.samplers import SAMPLERS, check_sampler_opts, resolve_steps
 
     if spec.data.dataset not in DATASETS:
@@ -47,6 +47,12 @@ def _check_names(spec, where: str) -> None:
     if spec.diffusion.schedule not in SCHEDULES:
         raise choices_error(f"{where}: diffusion.schedule", "schedule", spec.diffusion.schedule,
                             SCHEDULES)
+    try:
+        Diffusion(spec.diffusion.schedule, spec.diffusion.timesteps, spec.diffusion.target,
+                  spec.diffusion.min_snr_gamma)
+    except ValueError as err:
+        raise BenchError(f"{where}: diffusion.timesteps: {spec.diffusion.timesteps} does not work "
+                         f"with schedule {spec.diffusion.schedule!r}: {err}") from None
     if spec.eval.sampler not in SAMPLERS:
         raise choices_error(f"{where}: eval.sampler", "sampler", spec.eval.sampler, SAMPLERS)
     check_sampler_opts(spec.eval.sampler, spec.eval.sampler_opts, f"{where}: eval.sampler_opts")
@@ -122,19 +128,33 @@ def _check_values(spec, where: str) -> None:
 
 
 def _match(spec, where: str, entry_path: str):
-    from bench.capacity import match_capacity
-
     match = spec.entry.match
     if len(match) != 1 or next(iter(match)) not in ("params", "flops"):
         raise BenchError(f"{where}: {entry_path}.match: expected {{params: TARGET}} or "
                          f"{{flops: TARGET}} (TARGET an architecture name or a number)")
     (kind, target), = match.items()
     try:
-        return match_capacity(spec.entry.arch, dict(spec.entry.kwargs), target, kind=kind,
-                              in_channels=spec.data.channels, out_channels=spec.data.channels,
-                              image_size=spec.data.image_size)
+        kwargs, info = _matched(spec.entry.arch, json.dumps(spec.entry.kwargs, sort_keys=True),
+                                json.dumps(target), kind, spec.data.channels,
+                                cond_channels(spec.task, spec.data.channels), spec.data.image_size)
     except BenchError as err:
         raise BenchError(f"{where}: {entry_path}.match: {err}") from None
+    return dict(kwargs), dict(info)
+
+
+@functools.lru_cache(maxsize=256)
+def _matched(arch, kwargs_json, target_json, kind, channels, cond, image_size):
+    """Capacity matching, once per (entry design, target, shape): seeds share the result."""
+    from bench.capacity import match_capacity
+
+    kwargs = json.loads(kwargs_json)
+    if cond:
+        kwargs["cond_channels"] = cond
+    matched, info = match_capacity(arch, kwargs, json.loads(target_json), kind=kind,
+                                   in_channels=channels, out_channels=channels,
+                                   image_size=image_size)
+    matched.pop("cond_channels", None)
+    return matched, info
 
 
 @functools.lru_cache(maxsize=256)

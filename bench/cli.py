@@ -62,7 +62,8 @@ def cmd_run(args) -> int:
 
     suite = load_suite(args.suite, args.set)
     if args.dry_run:
-        sections = {k: asdict(getattr(suite, k)) for k in ("data", "diffusion", "budget", "train", "eval")}
+        sections = {k: asdict(getattr(suite, k))
+                    for k in ("data", "task", "diffusion", "budget", "train", "eval")}
         print(yaml.safe_dump({"name": suite.name, **sections, "seeds": list(suite.seeds)},
                              sort_keys=False).rstrip())
         print(f"\nplanned runs ({len(suite.runs)}):")

@@ -68,6 +68,11 @@ BAD = [
     (dict(models__0__kwargs={"nonsense": 1}), "models[0].kwargs: unet_tiny:"),
     (dict(data__image_size=17), "unet_tiny at data.image_size 17: unet: image_size 17 is not divisible"),
     (dict(seeds="many"), "seeds: expected a list of integers"),
+    (dict(diffusion__timesteps=10), "diffusion.timesteps: 10 does not work with schedule 'linear'"),
+    (dict(eval__metrics=["fid", "fidd"]), "eval.metrics: unknown metric 'fidd'"),
+    (dict(eval__metric="fid"), "eval.metric: ranking by fid needs 'fid' in eval.metrics"),
+    (dict(eval__recon_t=[0]), "eval.recon_t: 0 is out of range"),
+    (dict(task={"kind": "inpaint"}, models__0__arch="s003_unet"), "inpaint needs an architecture"),
     (dict(models__0__match={"size": 3}), "models[0].match"),
 ]
 
