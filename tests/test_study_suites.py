@@ -26,7 +26,8 @@ SUITES = Path(__file__).resolve().parent.parent / "suites"
 STUDIES = ["cifar_arch", "anime_000", "inpaint_002", "fruits_003", "flowers_004"]
 TINY = ["data.num_images=64", "data.limit=null", "budget.kimg=0.024", "eval.every_kimg=null",
         "eval.grid=2", "eval.sample_batch=2", "eval.val_images=8", "eval.val_t_per_image=2",
-        "train.device=cpu", "train.batch_size=8", "seeds=[0]"]
+        "train.device=cpu", "train.batch_size=8", "seeds=[0]", "eval.metrics=[]",
+        "eval.metric=val_loss", "eval.direction=minimize"]
 SYNTHETIC = ["data.dataset=synthetic", "data.root=null"]
 
 
@@ -97,7 +98,10 @@ def test_three_seeds_and_one_budget_for_every_entry(name):
     budgets = {(r.budget.kimg, r.budget.steps, r.budget.seconds) for r in suite.runs}
     assert len(budgets) == 1 and next(iter(budgets))[0] > 0
     assert len(suite.runs) == len(suite.seeds) * len(suite.models)
-    assert suite.eval.metric == "val_loss" and suite.baseline in [m.name for m in suite.models]
+    assert suite.baseline in [m.name for m in suite.models]
+    quality = {"cifar_arch": "fid", "anime_000": "fid", "flowers_004": "fid",
+               "fruits_003": "ssim_mean", "inpaint_002": "inpaint_psnr"}
+    assert suite.eval.metric == quality[name]  # each study ranks by its own quality metric
 
 
 def tiny_spec(name: str, entry: str, overrides: list[str]):
@@ -170,7 +174,8 @@ def fruits_held_out(images: torch.Tensor) -> set[int]:
 def test_fruits_003_grouped_fold_holds_out_whole_fruits_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     fruit_tree(tmp_path / "Training")
-    common = [f"data.root={tmp_path / 'Training'}", "data.image_size=16", "diffusion.timesteps=25"]
+    common = [f"data.root={tmp_path / 'Training'}", "data.image_size=16", "diffusion.timesteps=25",
+              "eval.recon_t=null"]
     leaky = load_dataset(tiny_spec("fruits_003", "leaky_fold1", common).data)
     assert len(leaky.heldout) == 8 and len(fruits_held_out(leaky.heldout)) > 1   # views of several fruits
     spec = tiny_spec("fruits_003", "grouped_fold1", common)
