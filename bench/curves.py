@@ -47,7 +47,7 @@ def load_run(run_dir) -> tuple[dict, RunSpec]:
     result = read_result(run_dir)
     if result is None:
         inside = sorted(p.parent.name for p in run_dir.glob(f"*/{RESULT}"))
-        hint = (f"; it holds {len(inside)} run folders, e.g. {run_dir / inside[0]}" if inside
+        hint = (f"; it holds {len(inside)} run folder(s), e.g. {run_dir / inside[0]}" if inside
                 else "; pass results/<suite>/<run_id>")
         raise BenchError(f"eval: {run_dir}: not a run folder (no {RESULT}){hint}")
     if result.get("status") != "complete":

@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench.curves import CURVES, DEFAULT_STEPS, CurveSettings, RunCurves, check_settings, load_run, write_curves
+from bench.errors import BenchError
+
+CURVES = ("n", "steps")   # as bench.curves.CURVES; that module (torch, the runner) loads only when run
 
 
 def add_parser(sub) -> None:
@@ -19,7 +21,7 @@ def add_parser(sub) -> None:
                     help="FID/KID at each N, prefixes of one set of max(N) samples (default 2048 4096)")
     ev.add_argument("--steps", type=int, nargs="+", default=None, metavar="K",
                     help="sampling steps of the FID-vs-steps curve (default: those of "
-                         f"{' '.join(map(str, DEFAULT_STEPS))} up to T; ddpm always runs T)")
+                         "10 20 50 100 up to T; ddpm always runs T)")
     ev.add_argument("--sampler", nargs="+", default=None, metavar="NAME",
                     help="samplers of the FID-vs-steps curve: ddim, respaced, ddpm, ... "
                          "(default: the run's eval.sampler)")
@@ -37,8 +39,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from bench.curves import CurveSettings, RunCurves, check_settings, load_run, write_curves
     from bench.data import load_dataset
-    from bench.device import resolve_device
     from bench.metrics.inception import load_inception
 
     settings = CurveSettings(fid_n=tuple(args.fid_n), steps=tuple(args.steps) if args.steps else None,
@@ -49,7 +51,7 @@ def run(args) -> int:
     for run_dir in args.runs:
         _, spec = load_run(run_dir)
         pairs = check_settings(settings, spec)
-        plans.append((Path(run_dir), spec, pairs, resolve_device(settings.device or spec.train.device)))
+        plans.append((Path(run_dir), spec, pairs, _device(settings.device, spec)))
     inceptions, datasets = {}, {}
     for _, spec, _, device in plans:   # no weights: refused before any sampling
         key = (spec.eval.inception_weights, str(device))
@@ -59,6 +61,9 @@ def run(args) -> int:
         started = time.perf_counter()
         if repr(spec.data) not in datasets:
             datasets[repr(spec.data)] = load_dataset(spec.data)
+        what = [f"FID vs N up to {max(settings.fid_n)}"] if "n" in settings.curves else []
+        what += [f"{len(pairs)} (sampler, steps) points"] if "steps" in settings.curves else []
+        print(f"{run_dir}: {' and '.join(what)} on {device} ...", flush=True)
         curves = RunCurves(run_dir, spec, settings, datasets[repr(spec.data)],
                            inceptions[(spec.eval.inception_weights, str(device))], device)
         written = write_curves(run_dir, curves.evaluate(pairs))
@@ -66,6 +71,18 @@ def run(args) -> int:
         png = f"; {settings.png} PNGs in {run_dir / 'curve_samples'}" if settings.png else ""
         print(f"wrote {run_dir / 'result.json'} (curves) in {time.perf_counter() - started:.1f} s{png}\n")
     return 0
+
+
+def _device(given: str | None, spec):
+    """--device, else the run's train.device; a missing GPU says how to evaluate on this machine."""
+    from bench.device import resolve_device
+
+    try:
+        return resolve_device(given or spec.train.device)
+    except BenchError:
+        source = "--device" if given else "the run's train.device"
+        raise BenchError(f"eval: {source} {given or spec.train.device!r}: no CUDA device here; "
+                         f"pass --device cpu (or auto)") from None
 
 
 def format_curves(run_dir: Path, curves: dict, which=CURVES) -> str:

@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 
 from bench.cli import main
-from bench.curves import (PNG_DIR, CurveSettings, RunCurves, check_settings, load_run, merge_curves,
-                          spec_from_result)
+from bench.curves import (PNG_DIR, CurveSettings, RunCurves, check_settings, load_network, load_run,
+                          merge_curves, spec_from_result)
 from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.metrics import inception, quality
+from bench.runner import build_run
 from bench.suite import parse_suite
 
 SUITE = """
@@ -28,7 +29,7 @@ diffusion: {schedule: linear, timesteps: 50}
 budget: {kimg: 0.032}
 train: {batch_size: 16, device: cpu, ema_decay: 0.9}
 eval: {sampler: ddim, steps: 4, grid: 4, sample_batch: 8, val_images: 8, metrics: [fid], fid_n: 8,
-       fid_reference_n: 16, fid_batch: 8, kid_subsets: 5, kid_subset_size: 8}
+       fid_reference_n: 8, fid_batch: 8, kid_subsets: 5, kid_subset_size: 8}
 models: [{arch: unet_tiny}]
 seeds: [0]
 """
@@ -142,11 +143,22 @@ def test_rerun_replaces_rows_and_a_changed_protocol_replaces_the_curve(evaluated
     again = _result(run)["curves"]
     assert again["fid_vs_n"] == first["curves"]["fid_vs_n"]        # 8 replaced (same value), 16 kept
     assert again["fid_vs_steps"] == first["curves"]["fid_vs_steps"]  # not asked for: untouched
-    assert main(["eval", str(run), "--fid-n", "8", "--curves", "n", "--raw"]) == 0
+    assert main(["eval", str(run), "--fid-n", "2", "--curves", "n", "--raw"]) == 0
     raw = _result(run)["curves"]
-    assert [r["n"] for r in raw["fid_vs_n"]] == [8] and raw["protocol"]["fid_vs_n"]["ema"] is False
-    assert raw["fid_vs_n"][0]["fid"] != first["curves"]["fid_vs_n"][0]["fid"]
+    assert [r["n"] for r in raw["fid_vs_n"]] == [2] and raw["protocol"]["fid_vs_n"]["ema"] is False
     assert raw["protocol"]["fid_vs_steps"]["ema"] is True
+
+
+def test_ema_or_raw_weights_come_from_the_checkpoint(run_dir):
+    _, spec = load_run(run_dir)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    nets = {ema: load_network(spec, build_run(spec, load_dataset(spec.data), torch.device("cpu")),
+                              checkpoint, ema) for ema in (True, False)}
+    for ema, prefix, state in ((True, "module.", checkpoint["ema"]), (False, "", checkpoint["model"])):
+        for name, value in nets[ema].state_dict().items():
+            assert torch.equal(value, state[prefix + name]), name
+    assert not nets[True].training
+    assert any(not torch.equal(a, b) for a, b in zip(*(n.parameters() for n in nets.values())))
 
 
 def test_the_config_in_result_json_rebuilds_the_same_run(run_dir):
