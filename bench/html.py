@@ -27,7 +27,7 @@ p.note { color: #555; margin: 4px 0 8px; max-width: 1100px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 12.5px; margin: 6px 0 12px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f3f7; } tr:nth-child(even) td { background: #fafafa; }
+th { background: #f0f3f7; white-space: normal; min-width: 4.5em; } tr:nth-child(even) td { background: #fafafa; }
 td:nth-child(2), th:nth-child(2) { text-align: left; }
 img.plot { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
 .grids { display: flex; flex-wrap: wrap; gap: 14px; }
@@ -55,7 +55,8 @@ def write_html(results, table: pd.DataFrame, plots: dict, path: str | Path, fold
     for anchor, question, keys, plot_names in QUESTIONS:
         chosen = [s for s in tables if any(s.key.startswith(k) for k in keys)]
         body.append(_question(anchor, question, chosen, [plots[p] for p in plot_names if p in plots]))
-    body.append(_samples(results.runs, list(dict.fromkeys(table.get("label", [])))))
+    body.append(_samples(results.runs, list(dict.fromkeys(table.get("label", []))),
+                         plots.get("sample_grids")))
     body.append(_section("provenance", "Protocol and environment of each row",
                          "Distinct values over the row's runs; every run folder holds its full "
                          "result.json.", _table(provenance(results, table))))
@@ -119,8 +120,8 @@ def _img(path: Path, cls: str, alt: str) -> str:
     return f"<img class=\"{cls}\" alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,{data}\">"
 
 
-def _samples(runs: pd.DataFrame, order: list[str]) -> str:
-    """Every complete run's fixed-noise grid, by entry (rows) and seed."""
+def _samples(runs: pd.DataFrame, order: list[str], montage: Path | None) -> str:
+    """The side-by-side grids of one seed, then every complete run's grid by entry and seed."""
     done = runs[runs["status"] == "complete"] if "status" in runs else runs
     rows = []
     for label in order or list(dict.fromkeys(done.get("label", []))):
@@ -131,8 +132,12 @@ def _samples(runs: pd.DataFrame, order: list[str]) -> str:
             rows.append(f"<div class=\"grids\">{''.join(figures)}</div>")
     note = ("Same fixed noise for every model and seed (eval.grid_seed), so grids compare "
             "directly; the seed is the training seed.")
+    content = _img(montage, "plot", "sample grids") if montage else ""
+    if rows:
+        content += (f"<details open><summary>Every run's grid ({len(done)} runs)</summary>"
+                    + "\n".join(rows) + "</details>")
     return _section("samples", "What do the samples look like?", note,
-                    "\n".join(rows) or "<p class=\"note\">No sample grids.</p>")
+                    content or "<p class=\"note\">No sample grids.</p>")
 
 
 def _runs_of(runs: pd.DataFrame, label: str):

@@ -22,7 +22,8 @@ from PIL import Image  # noqa: E402
 from bench.report_md import LABELS  # noqa: E402
 from bench.results import write_with  # noqa: E402
 
-SKIP = {"step", "kimg", "lr", "train_loss", "run_dir", "label", "entry", "seed", "group", "status"}
+SKIP = {"step", "kimg", "lr", "train_loss", "val_loss", "run_dir", "label", "entry", "seed", "group",
+        "status"}  # losses have their own plot
 
 
 def write_plots(results, table: pd.DataFrame, out: str | Path) -> dict[str, Path]:
@@ -73,7 +74,7 @@ def _lines(ax, frame, x, y, order, title=None, logx=False, style=None):
 
 
 def curves(history: pd.DataFrame, order):
-    """Every evaluated metric vs kimg (val loss, FID during training, ...)."""
+    """Every metric evaluated during training except the losses (FID, KID, ...) vs kimg."""
     if history.empty:
         return None
     evals = _complete(history)
@@ -164,6 +165,8 @@ def quality_vs_cost(table: pd.DataFrame):
         return None
     fig, axes = _panels(len(costs), width=5.5)
     size = "gflops" if "gflops" in table and table["gflops"].notna().any() else None
+    if size:  # legend entries with 3 significant digits
+        table = table.assign(gflops=[float(f"{g:.3g}") for g in table["gflops"]])
     table = table.assign(params=table["params"] * 1e-6) if "params" in table else table
     front = table[table["pareto"].astype(bool)] if "pareto" in table else table.iloc[:0]
     axes_of_front = str(table["pareto_axes"].iloc[0]) if "pareto_axes" in table else ""

@@ -15,7 +15,7 @@ LABELS = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "
           "ssim": "SSIM (avg over t)", "psnr": "PSNR dB (avg over t)", "val_loss": "val loss",
           "val_loss_q1": "val loss q1 (low t)", "val_loss_q2": "val loss q2",
           "val_loss_q3": "val loss q3", "val_loss_q4": "val loss q4 (high t)",
-          "final_train_loss": "train loss", "params": "params (M)", "gflops": "GFLOPs",
+          "final_train_loss": "train loss", "train_loss": "train loss", "params": "params (M)", "gflops": "GFLOPs",
           "train_img_per_s": "train img/s", "sample_img_per_s": "sample img/s",
           "peak_mem_train_mb": "peak mem train (MB)", "peak_mem_sample_mb": "peak mem sample (MB)"}
 SCALE = {"params": 1e-6}

@@ -190,7 +190,7 @@ def test_every_plot_file_is_written_and_non_empty(report):
 def test_plots_without_evaluation_metrics_are_skipped(tmp_path):
     done = write_report([build_suite(tmp_path, entries=("base", "clear"), seeds=(0, 1), evaluation=False)])
     written = {p.stem for p in (tmp_path / "fixture" / "plots").iterdir()}
-    assert written == PLOTS - {"recon_vs_t", "fid_vs_n", "fid_vs_steps"}
+    assert written == PLOTS - {"curves", "recon_vs_t", "fid_vs_n", "fid_vs_steps"}
     assert (tmp_path / "fixture" / "report.html").stat().st_size > 10_000 and done["seconds"] > 0
 
 
