@@ -1,0 +1,276 @@
+"""`bench tune`: Optuna studies over a suite (tiny U-Nets on 8 px synthetic shapes, CPU).
+
+Covers the issue's "done when": a 4-trial study writes runs, leaderboard and summary; an absurd
+learning rate is pruned with its partial result kept; Ctrl-C then re-running continues the study
+(the interrupted run resumes from its checkpoint); a dead worker's trial is retried; two worker
+processes share one study on SQLite and on a real PostgreSQL server without duplicates; a
+multi-objective study returns its Pareto front; bad search spaces fail in one line naming the key.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+import yaml
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+import bench.runner
+from bench.cli import main
+from bench.suite import load_suite
+from bench.tune import next_trial, open_session, trials_counted, tune
+from bench.tune_space import parse_search
+
+from pg_server import postgres_url  # noqa: F401 (fixture)
+
+SUITE = {
+    "data": {"dataset": "synthetic", "image_size": 8, "num_images": 64},
+    "diffusion": {"timesteps": 50},
+    "budget": {"kimg": 0.064},                    # 4 steps of 16 images
+    "train": {"batch_size": 16, "lr": 1e-3, "ema_decay": 0.9, "device": "cpu"},
+    "eval": {"every_kimg": 0.032, "steps": 3, "grid": 4, "sample_batch": 16, "val_images": 16,
+             "val_t_per_image": 1},
+    "models": [{"arch": "unet_tiny", "name": "tiny",
+                "kwargs": {"base_channels": 8, "attention_resolutions": []}}],
+}
+LR = {"low": 1e-4, "high": 1e-2, "log": True}
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tiny convolutions are ~10x slower with 2 threads on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker subprocesses
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_suite(tmp_path: Path, search: dict, **sections) -> Path:
+    path = tmp_path / "tt.yaml"
+    path.write_text(yaml.safe_dump({"name": "tt", **SUITE, **sections, "search": search}))
+    return path
+
+
+def tune_cli(path: Path, tmp_path: Path, *extra: str) -> int:
+    return main(["tune", str(path), "--results", str(tmp_path / "results"), "--no-progress", *extra])
+
+
+def load_study(tmp_path: Path, storage: str | None = None) -> optuna.Study:
+    return optuna.load_study(study_name="tt",
+                             storage=storage or f"sqlite:///{tmp_path / 'results/tt/study.db'}")
+
+
+def result_of(tmp_path: Path, trial) -> dict:
+    return json.loads((tmp_path / "results/tt" / trial.user_attrs["run_id"] / "result.json").read_text())
+
+
+def test_four_trial_study_completes_and_writes_results(tmp_path, capsys):
+    path = write_suite(tmp_path, {"space": {"train.lr": LR,
+                                            "models.kwargs.dropout": {"choices": [0.0, 0.1]}},
+                                  "n_trials": 4, "pruner": "none"})
+    assert tune_cli(path, tmp_path) == 0
+    trials = load_study(tmp_path).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for t in trials:  # each trial is a normal run whose config holds the sampled values
+        result = result_of(tmp_path, t)
+        assert result["status"] == "complete" and result["entry"] == f"tiny-t{t.number:03d}"
+        assert result["config"]["train"]["lr"] == pytest.approx(t.params["train.lr"])
+        assert result["config"]["entry"]["kwargs"]["dropout"] == t.params["models.kwargs.dropout"]
+        assert result["metrics"]["val_loss"] == pytest.approx(t.values[0])
+        assert result["optuna"]["trial"] == t.number and result["optuna"]["state"] == "complete"
+    board = pd.read_csv(tmp_path / "results/tt/leaderboard.csv")
+    assert sorted(board["entry"]) == [f"tiny-t{n:03d}" for n in range(4)]
+    summary = json.loads((tmp_path / "results/tt/study_summary.json").read_text())
+    best = min(trials, key=lambda t: t.values[0])
+    assert [b["number"] for b in summary["best"]] == [best.number]
+    assert summary["states"] == {"complete": 4}
+    for plot in ("history", "importances", "parallel"):
+        assert (tmp_path / "results/tt" / f"study_{plot}.png").stat().st_size > 1000
+    assert set(summary["importances"]["val_loss"]) == {"train.lr", "models.kwargs.dropout"}
+    assert f"best trial:\n  trial {best.number}: val_loss=" in capsys.readouterr().out
+
+
+def test_absurd_learning_rate_is_pruned_and_keeps_its_partial_result(tmp_path):
+    path = write_suite(tmp_path, {"space": {"train.lr": {"low": 1e-4, "high": 1e5, "log": True}},
+                                  "n_trials": 3, "pruner": "median",
+                                  "pruner_opts": {"n_startup_trials": 2}})
+    session = open_session(load_suite(path), results=tmp_path / "results", progress=False)
+    for lr in (1e-3, 2e-3, 1e5):
+        session.study.enqueue_trial({"train.lr": lr})
+    assert tune_cli(path, tmp_path) == 0
+    good, other, absurd = load_study(tmp_path).trials
+    assert [good.state, other.state, absurd.state] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]
+    assert list(absurd.intermediate_values) == [32]  # pruned at the first evaluation (32 images)
+    worst = absurd.intermediate_values[32]
+    assert not worst <= max(good.intermediate_values[32], other.intermediate_values[32])  # or NaN
+    result = result_of(tmp_path, absurd)
+    assert result["status"] == "pruned" and result["optuna"]["state"] == "pruned"
+    assert list(result["optuna"]["reported"]) == ["32"]  # the value that pruned it
+
+
+def test_interrupted_study_continues_with_earlier_trials_intact(tmp_path, monkeypatch):
+    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 3, "pruner": "none"},
+                       budget={"kimg": 0.096})  # evaluations at 32, 64 and 96 images
+    real_run, resumed, interrupt = bench.runner.run_one, [], [True]
+
+    def run_one(spec, run_dir, dataset, *, hooks=(), progress=True):
+        def ctrl_c(phase, ctx):  # Ctrl-C during trial 1, after its first checkpoint
+            if interrupt[0] and spec.entry.name == "tiny-t001" and ctx["state"]["images"] == 64:
+                raise KeyboardInterrupt
+        return real_run(spec, run_dir, dataset, hooks=[*hooks, ctrl_c], progress=progress)
+
+    real_resume = bench.runner._resume_state
+    monkeypatch.setattr(bench.runner, "run_one", run_one)
+    monkeypatch.setattr(bench.runner, "_resume_state", lambda run_dir, spec: resumed.append(
+        (spec.entry.name, real_resume(run_dir, spec))) or resumed[-1][1])
+    assert tune_cli(path, tmp_path) == 130
+    first, stopped = load_study(tmp_path).trials
+    assert first.state == TrialState.COMPLETE and stopped.user_attrs["interrupted"] is True
+    assert result_of(tmp_path, stopped)["status"] == "interrupted"
+    kept = (tmp_path / "results/tt" / first.user_attrs["run_id"] / "result.json").read_bytes()
+
+    interrupt[0] = False
+    assert tune_cli(path, tmp_path) == 0
+    study = load_study(tmp_path)
+    assert trials_counted(study) == 3 and len(study.trials) == 4
+    retry = study.trials[2]
+    assert retry.system_attrs["failed_trial"] == 1 and retry.params == stopped.params
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["run_id"] == stopped.user_attrs["run_id"]
+    assert ("tiny-t001", 32) in [(name, state and state["images"]) for name, state in resumed]
+    assert result_of(tmp_path, retry)["optuna"] == {**result_of(tmp_path, retry)["optuna"],
+                                                    "trial": 1, "attempt": 2, "state": "complete"}
+    assert (tmp_path / "results/tt" / first.user_attrs["run_id"] / "result.json").read_bytes() == kept
+    assert study.trials[3].state == TrialState.COMPLETE
+
+
+def test_dead_workers_trial_is_retried_with_its_parameters(tmp_path):
+    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2, "pruner": "none",
+                                  "heartbeat": 1})
+    session = open_session(load_suite(path), results=tmp_path / "results", progress=False,
+                           log=lambda line: None)
+    orphan = next_trial(session, None)  # asked, then its worker "dies": no more heartbeats
+    time.sleep(3.5)  # past the 2 s grace period (SQLite's clock has whole seconds)
+    tune(session)
+    dead, retry, fresh = session.study.trials
+    assert dead.number == orphan.number and dead.state == TrialState.FAIL
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == dead.params
+    assert retry.state == fresh.state == TrialState.COMPLETE
+    assert retry.user_attrs["run_id"].startswith("tiny-t000-")
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_two_worker_processes_share_one_study(tmp_path, storage, request):
+    url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
+    path = write_suite(tmp_path, {"space": {"train.lr": LR,
+                                            "models.kwargs.dropout": {"choices": [0.0, 0.1]}},
+                                  "n_trials": 2, "pruner": "none"})
+    assert tune_cli(path, tmp_path, "--workers", "2", *(["--storage", url] if url else [])) == 0
+    trials = load_study(tmp_path, url).trials
+    assert [t.number for t in trials] == [0, 1]  # n_trials counts the whole study
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[0].params != trials[1].params
+    runs = sorted(p.parent.name for p in (tmp_path / "results/tt").glob("*/result.json"))
+    assert runs == sorted(t.user_attrs["run_id"] for t in trials)
+    assert all(result_of(tmp_path, t)["optuna"]["trial"] == t.number for t in trials)
+
+
+def test_multi_objective_study_returns_the_pareto_front(tmp_path, capsys):
+    path = write_suite(tmp_path, {"space": {"train.lr": LR,
+                                            "models.kwargs.base_channels": {"choices": [8, 16]}},
+                                  "n_trials": 4, "prune_on": "val_loss",
+                                  "objectives": [{"metric": "val_loss"},
+                                                 {"metric": "params", "direction": "minimize"}]})
+    assert tune_cli(path, tmp_path) == 0
+    study = load_study(tmp_path)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    front = study.best_trials
+
+    def dominates(a, b):
+        return all(x <= y for x, y in zip(a.values, b.values)) and a.values != b.values
+
+    assert front and not any(dominates(t, f) for t in done for f in front)
+    assert all(any(dominates(f, t) for f in front) for t in done if t not in front)
+    summary = json.loads((tmp_path / "results/tt/study_summary.json").read_text())
+    assert sorted(b["number"] for b in summary["best"]) == sorted(t.number for t in front)
+    assert summary["best"][0]["values"].keys() == {"val_loss", "params"}
+    assert (tmp_path / "results/tt/study_pareto.png").stat().st_size > 1000
+    proxy = load_study(tmp_path).study_name + ".prune_on.val_loss"
+    twins = optuna.load_study(study_name=proxy, storage=f"sqlite:///{tmp_path / 'results/tt/study.db'}")
+    assert len(twins.trials) == 4 and all(32 in t.intermediate_values for t in twins.trials)
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and "proxy" in out
+
+
+def test_multi_objective_without_proxy_says_pruning_is_off(tmp_path):
+    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2, "objectives": [
+        "val_loss", {"metric": "train_img_per_s", "direction": "maximize"}]})
+    search = parse_search(load_suite(path))
+    assert search.prune_on is None and search.sampler == "nsga2"
+    assert "pruning off" in search.pruning_note() and "multi-objective" in search.pruning_note()
+
+
+BAD = [
+    ({"train.lrr": LR}, "search.space.train.lrr: unknown key 'lrr' (did you mean lr?); choose from"),
+    ({"trian.lr": LR}, "search.space.trian.lr: unknown section 'trian' (did you mean train?)"),
+    ({"train.lr": {"low": 1e-2, "high": 1e-4}}, "search.space.train.lr: low (0.01) must be below high"),
+    ({"train.lr": {"lo": 1e-4, "high": 1e-2}}, "search.space.train.lr: unknown option 'lo'"),
+    ({"train.ema_decay": {"low": 0.9, "high": 1.5}},
+     "search.space.train.ema_decay: 1.5 is refused: train.ema_decay: must be in [0, 1)"),
+    ({"models.kwargs.dropot": {"choices": [0.0, 0.1]}}, "search.space.models.kwargs.dropot: 0.0 is refused"),
+    ({"train.batch_size": {"low": 8, "high": 32, "step": 2.5}},
+     "search.space.train.batch_size: low, high and step must be integers"),
+    ({"train.betas": {"choices": [0.9]}}, "search.space.train.betas: only scalar keys can be searched"),
+]
+
+
+@pytest.mark.parametrize("space, message", BAD, ids=[next(iter(s)) + str(i) for i, (s, _) in enumerate(BAD)])
+def test_bad_search_space_is_one_line_naming_the_key(tmp_path, capsys, space, message):
+    path = write_suite(tmp_path, {"space": space, "n_trials": 2})
+    assert tune_cli(path, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "results").exists()  # refused before any work
+
+
+def test_bad_search_options_name_their_key(tmp_path, capsys):
+    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2, "sampler": "tpee"})
+    assert tune_cli(path, tmp_path) == 2
+    assert "search.sampler: unknown value 'tpee' (did you mean tpe?)" in capsys.readouterr().err
+    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "pruner_opts": {"n_startup_trials": 1}})
+    assert tune_cli(path, tmp_path) == 2
+    assert "search: give n_trials and/or timeout" in capsys.readouterr().err
+    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2,
+                                  "pruner_opts": {"n_startup": 1}})
+    assert tune_cli(path, tmp_path) == 2
+    assert "search.pruner_opts: median: " in capsys.readouterr().err
+
+
+def test_space_types_follow_the_suite_fields(tmp_path):
+    path = write_suite(tmp_path, {"n_trials": 1, "space": {
+        "train.lr": {"low": "1e-5", "high": "1e-3", "log": True},   # YAML 1.1 reads 1e-5 as text
+        "train.batch_size": {"low": 8, "high": 32, "step": 8},
+        "train.ema_decay": {"low": 0, "high": 0.99},                 # a float field, int bounds
+        "models.kwargs.num_res_blocks": {"low": 1, "high": 2}}})
+    space = parse_search(load_suite(path)).space
+    assert space["train.lr"] == FloatDistribution(1e-5, 1e-3, log=True)
+    assert space["train.batch_size"] == IntDistribution(8, 32, step=8)
+    assert space["train.ema_decay"] == FloatDistribution(0.0, 0.99)
+    assert space["models.kwargs.num_res_blocks"] == IntDistribution(1, 2)
+
+
+def test_reference_study_dry_run(tmp_path, capsys):
+    suite = Path(__file__).resolve().parents[1] / "suites/cifar_lr.yaml"
+    assert main(["tune", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for text in ("objective  minimize val_loss", "median pruner on val_loss",
+                 "train.lr               float   [2e-05, 0.001] log", "models.kwargs.dropout",
+                 "train.ema_decay", "35.746 M params", "(new)"):
+        assert text in out
+    assert not list(tmp_path.iterdir())  # a dry run opens no storage
