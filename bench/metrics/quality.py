@@ -22,6 +22,7 @@ from bench.evaluate import sample
 from bench.metrics import fid as F
 from bench.metrics.inception import PREPROCESSING, extract_features, load_inception
 from bench.metrics.ssim import reconstruction_metrics, roundtrip_metrics
+from bench.samplers import resolve_steps
 
 METRICS = {"fid": "Fréchet Inception distance", "kid": "kernel Inception distance (mean ± std)",
            "pr": "precision and recall (k-NN manifolds)", "recon": "SSIM/PSNR of one-step x̂0 vs t",
@@ -115,7 +116,8 @@ class QualityHook:
         protocol = F.Protocol(weights_sha256=key["weights_sha256"], preprocessing=PREPROCESSING,
                               n_generated=self.cfg.fid_n, reference_split=self.cfg.fid_reference,
                               reference_n=key["n"], sampler=self.cfg.sampler,
-                              steps=self.cfg.steps or ctx["diffusion"].T,
+                              steps=resolve_steps(self.cfg.sampler, self.cfg.steps,
+                                                  ctx["diffusion"].T),
                               eta=float(self.cfg.sampler_opts.get("eta", 1.0 if self.cfg.sampler != "ddim" else 0.0)),
                               ema=self.cfg.use_ema, sampling_seed=self.cfg.fid_seed)
         ctx["record"]["protocol"] = protocol.to_dict()
