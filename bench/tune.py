@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 import time
 import warnings
@@ -65,6 +66,9 @@ class Session:
         return self.datasets[key]
 
 
+STORAGE_ENV = "BENCH_TUNE_STORAGE"  # the storage URL when --storage is not given
+
+
 def default_storage(folder: Path) -> str:
     return f"sqlite:///{(folder / 'study.db').resolve()}"
 
@@ -101,7 +105,7 @@ def open_session(suite, *, results: str | Path = "results", storage: str | None 
     search = search or parse_search(suite)
     folder = Path(results) / suite.name
     folder.mkdir(parents=True, exist_ok=True)
-    url = storage or default_storage(folder)
+    url = storage or os.environ.get(STORAGE_ENV) or default_storage(folder)
     rdb = open_storage(url, search)
     name = study_name or suite.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from bench.errors import BenchError
@@ -22,8 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any suite key, e.g. --set search.n_trials=8 (repeatable)")
     p.add_argument("--storage", default=None,
-                   help="RDB URL (default sqlite:///RESULTS/<suite>/study.db); a PostgreSQL URL "
-                        "shares one study between machines")
+                   help="RDB URL (default: $BENCH_TUNE_STORAGE, else sqlite:///RESULTS/<suite>/"
+                        "study.db); a PostgreSQL URL shares one study between machines")
     p.add_argument("--study", default=None, help="study name (default: the suite name)")
     p.add_argument("--workers", type=int, default=1,
                    help="trials run at a time, each in its own subprocess when > 1 (default 1)")
@@ -86,16 +87,17 @@ def _report(session) -> None:
 
 def dry_run(suite, search, args) -> str:
     """The study, its space and plan, and the state of an existing study; opens no new storage."""
-    from bench.tune import default_storage, safe_url
+    from bench.tune import STORAGE_ENV, default_storage, safe_url
     from bench.tune_space import check_space, trial_spec
 
     folder = Path(args.results) / suite.name
-    url = args.storage or default_storage(folder)
+    storage = args.storage or os.environ.get(STORAGE_ENV)
+    url = storage or default_storage(folder)
     base = trial_spec(suite, search, {})
     unit, amount = next((k, v) for k, v in vars(base.budget).items() if v is not None)
     every = f"every {suite.eval.every_kimg:g} kimg" if suite.eval.every_kimg else "at the end only"
     entries = ", ".join(search.entries) + (f"; archs {', '.join(search.archs)}" if search.archs else "")
-    shown = safe_url(args.storage) if args.storage else f"sqlite:///{folder / 'study.db'}"
+    shown = safe_url(storage) if storage else f"sqlite:///{folder / 'study.db'}"
     lines = [f"study      {args.study or suite.name}  in {shown}  ({_state(url, args, suite, search)})",
              "objective  " + ", ".join(f"{d} {m}" for m, d in search.objectives),
              f"pruning    {search.pruning_note()}; evaluations {every}",

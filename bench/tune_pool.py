@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.errors import BenchError
-from bench.tune import Session, describe, next_trial
+from bench.tune import STORAGE_ENV, Session, describe, next_trial
 
 
 class Pool:
@@ -54,10 +54,10 @@ class Pool:
     def _spawn(self, trial: optuna.Trial, slot: int) -> subprocess.Popen:
         s = self.s
         cmd = [sys.executable, "-m", "bench", "tune", s.suite.path, "--results",
-               str(s.folder.parent), "--storage", s.storage.url, "--study", s.study.study_name,
-               "--trial-id", str(trial._trial_id), "--no-progress",
-               *[f"--set={o}" for o in self.overrides]]
-        return subprocess.Popen(cmd, env={**os.environ, **gpu_env(slot)})
+               str(s.folder.parent), "--study", s.study.study_name, "--trial-id",
+               str(trial._trial_id), "--no-progress", *[f"--set={o}" for o in self.overrides]]
+        env = {**os.environ, **gpu_env(slot), STORAGE_ENV: s.storage.url}  # no password in `ps`
+        return subprocess.Popen(cmd, env=env)
 
     def _reap(self) -> bool:
         changed = False

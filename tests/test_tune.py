@@ -28,6 +28,10 @@ from bench.tune_space import parse_search
 
 from pg_server import postgres_url  # noqa: F401 (fixture)
 
+# bench.tune silences these for users at import; pytest resets warning filters for every test.
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
+                                        "ignore:Heartbeat of storage is supposed to be used")
+
 SUITE = {
     "data": {"dataset": "synthetic", "image_size": 8, "num_images": 64},
     "diffusion": {"timesteps": 50},
@@ -163,6 +167,39 @@ def test_dead_workers_trial_is_retried_with_its_parameters(tmp_path):
     assert retry.system_attrs["failed_trial"] == 0 and retry.params == dead.params
     assert retry.state == fresh.state == TrialState.COMPLETE
     assert retry.user_attrs["run_id"].startswith("tiny-t000-")
+
+
+class _Exited:  # a finished worker process
+    def __init__(self, returncode: int):
+        self.returncode = returncode
+
+    def poll(self) -> int:
+        return self.returncode
+
+
+@pytest.mark.parametrize("returncode", [-9, 1, 2])
+def test_pool_retries_killed_workers_and_stops_on_bench_errors(tmp_path, returncode):
+    from bench.tune_pool import Pool
+
+    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2})
+    session = open_session(load_suite(path), results=tmp_path / "results", log=lambda line: None)
+    pool = Pool(session, 2, [])
+    trial = next_trial(session, None)
+    if returncode == 2:  # a worker's BenchError: recorded on the trial, then exit code 2
+        trial.set_user_attr("error", "search.prune_on: 'fid' is not measured during training")
+        session.study.tell(trial, state=TrialState.FAIL)
+    pool.active[0] = (_Exited(returncode), trial)
+    assert pool._reap() and not pool.active
+    trials = session.study.trials
+    assert trials[0].state == TrialState.FAIL
+    if returncode == -9:  # killed: re-queued with its parameters, counted once
+        assert trials[1].state == TrialState.WAITING and trials[1].params == trials[0].params
+        assert trials[0].user_attrs["worker_exit"] == -9 and trials_counted(session.study) == 1
+    else:
+        assert len(trials) == 1
+    assert (pool.error is not None) == (returncode == 2)
+    if returncode == 2:
+        assert pool.error == "trial 0: search.prune_on: 'fid' is not measured during training"
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
