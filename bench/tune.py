@@ -14,6 +14,9 @@ several are visible). `n_trials` counts distinct trials of the whole study, re-r
 marks the running trial interrupted; re-running the command re-queues it and its run resumes from
 its last evaluation checkpoint. Multi-objective trials cannot be pruned by Optuna, so their
 `prune_on` metric is reported to a twin trial in a single-objective proxy study (`<study>.prune_on.<metric>`).
+
+Around it: `tune_space` (the search section), `tune_pool` (worker subprocesses), `tune_report`
+(summary and plots), `tune_cli` (the command).
 """
 from __future__ import annotations
 
