@@ -34,7 +34,7 @@ Hook = Callable[[str, dict], dict]  # hook(phase "train" | "final", context) -> 
 def run_suite(suite, results_root: str | Path = "results", *, progress: bool = True,
               log: Callable[[str], None] = print) -> Path:
     """Run every planned run not yet complete, then write the leaderboard; returns the folder."""
-    from bench.report import write_leaderboard
+    from bench.report import write_report
 
     out = Path(results_root) / suite.name
     write_json(out / "suite.json", suite_record(suite))
@@ -49,8 +49,8 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
         if key not in datasets:
             datasets[key] = load_dataset(spec.data)
         run_one(spec, run_dir, datasets[key], progress=progress)
-    write_leaderboard(out, metric=suite.eval.metric, direction=suite.eval.direction)
-    log(f"leaderboard: {out / 'leaderboard.md'}")
+    write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
+    log(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
     return out
 
 
@@ -107,11 +107,11 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
         point = {"step": state["step"], "kimg": state["images"] / 1000,
                  **validation_loss(net, parts["diffusion"], parts["triples"],
                                    spec.eval.sample_batch, flags["amp"], _task(spec))}
+        state["history"].append(point)  # first: a trial pruned by a hook keeps this evaluation
         view = {**context, "net": net, "net_for_sampling": _sampling_nets(context, net),
                 "state": state, "point": point}
         for hook in hooks:  # later hooks (Optuna pruning) see earlier hooks' metrics in `point`
             point.update(hook("train", view) or {})
-        state["history"].append(point)
         state["last_eval_step"] = state["step"]
         write_with(run_dir / CHECKPOINT, lambda p: torch.save(checkpoint_state(state), p))
         _fill(record, state, eval_seconds[0] + time.perf_counter() - started, wall_start)

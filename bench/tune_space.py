@@ -171,10 +171,9 @@ def _number(value):
 def known_metrics() -> list[str]:
     """Metric names a run records (the leaderboard's columns as well, whatever it adds)."""
     from bench import report
+    from bench.checks import RANKABLE
 
-    names = {"val_loss", "val_loss_q1", "val_loss_q2", "val_loss_q3", "val_loss_q4",
-             "final_train_loss", "fid", "kid_mean", "params", "gflops", "train_img_per_s",
-             "sample_img_per_s", "peak_mem_train_mb", "peak_mem_sample_mb"}
+    names = set(RANKABLE) | {"fid_proxy", "peak_mem_train_mb", "peak_mem_sample_mb"}
     for attr in ("COLUMNS", "QUALITY", "COST"):
         names |= set(getattr(report, attr, ()))
     return sorted(names)

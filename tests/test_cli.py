@@ -13,7 +13,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--set", "budget.kimg=0.064", "--set", "eval.every_kimg=0.032", "--set", "eval.steps=4",
         "--set", "eval.grid=4", "--set", "eval.sample_batch=4", "--set", "eval.val_images=16",
-        "--set", "train.batch_size=16", "--set", "seeds=[0]", "--no-progress"]
+        "--set", "train.batch_size=16", "--set", "seeds=[0]", "--set", "eval.fid_n=8",
+        "--set", "eval.fid_reference_n=32", "--set", "eval.kid_subset_size=8",
+        "--set", "eval.recon_images=8", "--no-progress"]
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
@@ -31,8 +33,9 @@ def smoke(tmp_path_factory) -> Path:
 
 
 def test_every_run_writes_its_files_and_a_complete_result(smoke):
-    runs = sorted(p for p in smoke.iterdir() if p.is_dir())
-    assert [p.name.split("-s0-")[0] for p in runs] == ["tiny", "tiny_cosine", "tiny_noattn"]
+    runs = sorted(p for p in smoke.iterdir() if (p / "result.json").exists())
+    assert [p.name.split("-s0-")[0] for p in runs] == ["tiny", "tiny_narrow", "tiny_noattn"]
+    assert (smoke / "report.html").stat().st_size > 0
     for run in runs:
         result = json.loads((run / "result.json").read_text())
         assert result["status"] == "complete" and result["run_id"] == run.name
@@ -42,6 +45,10 @@ def test_every_run_writes_its_files_and_a_complete_result(smoke):
                     "val_loss", "val_loss_q1", "val_loss_q4"):
             assert isinstance(metrics[key], (int, float)) and metrics[key] > 0, key
         assert metrics["peak_mem_train_mb"] is None  # CPU
+        assert metrics["fid"] > 0 and metrics["kid_std"] >= 0 and 0 < metrics["ssim_mean"] <= 1
+        assert sorted(metrics["recon"], key=int) == ["50", "250", "500", "750", "1000"]
+        assert result["protocol"]["n_generated"] == 8 and result["protocol"]["reference_n"] == 32
+        assert result["protocol_key"].startswith("inception=7ff4a85c3a63")
         assert [p["kimg"] for p in result["history"] if "val_loss" in p] == [0.032, 0.064]
         env = result["environment"]
         assert env["torch"] and env["amp"] == "none" and "git_commit" in env
@@ -52,7 +59,7 @@ def test_every_run_writes_its_files_and_a_complete_result(smoke):
 
 def test_leaderboard_ranks_entries_and_names_their_runs(smoke):
     table = pd.read_csv(smoke / "leaderboard.csv")
-    assert sorted(table["entry"]) == ["tiny", "tiny_cosine", "tiny_noattn"]
+    assert sorted(table["entry"]) == ["tiny", "tiny_narrow", "tiny_noattn"]
     assert list(table["rank"]) == [1, 2, 3]
     assert table["val_loss"].is_monotonic_increasing
     for entry, runs in zip(table["entry"], table["run_dirs"]):
@@ -61,7 +68,7 @@ def test_leaderboard_ranks_entries_and_names_their_runs(smoke):
 
 
 def test_same_seed_gives_the_same_samples_grid(smoke):
-    runs = {p.name.split("-s0-")[0]: p for p in smoke.iterdir() if p.is_dir()}
+    runs = {p.name.split("-s0-")[0]: p for p in smoke.iterdir() if (p / "result.json").exists()}
     grid = Image.open(runs["tiny"] / "samples.png").tobytes()
     assert grid != Image.open(runs["tiny_noattn"] / "samples.png").tobytes()
 
