@@ -59,7 +59,7 @@ def run_dir(cache, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("results")
     (root / "curves.yaml").write_text(SUITE)
     assert main(["run", str(root / "curves.yaml"), "--results", str(root), "--no-progress"]) == 0
-    (found,) = [p for p in (root / "curves").iterdir() if p.is_dir()]
+    (found,) = [p for p in (root / "curves").iterdir() if (p / "result.json").exists()]
     return found
 
 

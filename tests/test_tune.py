@@ -306,7 +306,7 @@ def test_reference_study_dry_run(tmp_path, capsys):
     suite = Path(__file__).resolve().parents[1] / "suites/cifar_lr.yaml"
     assert main(["tune", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for text in ("objective  minimize val_loss", "median pruner on val_loss",
+    for text in ("objective  minimize fid", "median pruner on fid_proxy",
                  "train.lr               float   [2e-05, 0.001] log", "models.kwargs.dropout",
                  "train.ema_decay", "35.746 M params", "(new)"):
         assert text in out
