@@ -24,12 +24,12 @@ from torchvision.utils import save_image
 from bench.config import ModelEntry, build
 from bench.device import precision_flags, resolve_device
 from bench.errors import BenchError, choices_error
-from bench.evaluate import sample, sampling_cost
+from bench.evaluate import sampling_cost
 from bench.metrics import fid as F
 from bench.metrics.quality import QualityHook
 from bench.optim import make_ema
 from bench.results import CHECKPOINT, RESULT, read_result, write_json, write_with
-from bench.runner import _sampling_nets, build_run
+from bench.runner import sampling_nets, build_run
 from bench.samplers import SAMPLER_OPTIONS, SAMPLERS, resolve_steps
 from bench.suite import SECTIONS, RunSpec
 
@@ -142,7 +142,7 @@ class RunCurves:
         self.ctx = {"spec": spec, "dataset": dataset, "device": device, "record": {},
                     "amp": precision_flags(device, spec.train)["amp"], "diffusion": parts["diffusion"],
                     "shape": (spec.data.channels, spec.data.image_size, spec.data.image_size)}
-        self.ctx["net_for_sampling"] = _sampling_nets(self.ctx, self.net)
+        self.ctx["net_for_sampling"] = sampling_nets(self.ctx, self.net)
         T = spec.diffusion.timesteps
         self.base = dataclasses.replace(   # the run's sampler and steps, this evaluation's seed and weights
             spec.eval, steps=resolve_steps(spec.eval.sampler, spec.eval.steps, T),
@@ -154,9 +154,7 @@ class RunCurves:
         """The run's QualityHook for (sampler, steps, N); the run's sampler options that apply."""
         opts = {k: v for k, v in self.spec.eval.sampler_opts.items() if k in SAMPLER_OPTIONS[sampler]}
         cfg = dataclasses.replace(self.base, sampler=sampler, steps=steps, fid_n=n, sampler_opts=opts)
-        hook = QualityHook(dataclasses.replace(self.spec, eval=cfg))
-        hook._inception = self.inception   # share one loaded network (QualityHook loads its own)
-        return hook
+        return QualityHook(dataclasses.replace(self.spec, eval=cfg), inception=self.inception)
 
     def features(self, sampler: str, steps: int, n: int) -> np.ndarray:
         """Features of the first `n` samples of the seeded stream; a set already drawn is reused
@@ -216,11 +214,10 @@ class RunCurves:
         folder.mkdir(exist_ok=True)
         for stale in folder.glob("*.png"):
             stale.unlink()
-        make = self.ctx["net_for_sampling"]()
-        for i, start in enumerate(range(0, count, cfg.sample_batch)):
-            b = min(cfg.sample_batch, total - start)
-            x = sample(make(b, start), self.ctx["diffusion"], cfg, b, self.ctx["shape"],
-                       seed=cfg.fid_seed * 1_000_003 + i, amp=self.ctx["amp"], device=self.device)
+        hook = self.hook(cfg.sampler, cfg.steps, total)
+        for start, x in hook.sample_batches(self.ctx, total, cfg.steps):
+            if start >= count:
+                break
             for j, image in enumerate(x[: count - start]):
                 write_with(folder / f"{start + j:06d}.png",
                            lambda p, image=image: save_image((image + 1) / 2, p, format="png"))

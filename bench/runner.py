@@ -108,7 +108,7 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
                  **validation_loss(net, parts["diffusion"], parts["triples"],
                                    spec.eval.sample_batch, flags["amp"], _task(spec))}
         state["history"].append(point)  # first: a trial pruned by a hook keeps this evaluation
-        view = {**context, "net": net, "net_for_sampling": _sampling_nets(context, net),
+        view = {**context, "net": net, "net_for_sampling": sampling_nets(context, net),
                 "state": state, "point": point}
         for hook in hooks:  # later hooks (Optuna pruning) see earlier hooks' metrics in `point`
             point.update(hook("train", view) or {})
@@ -155,7 +155,7 @@ def _finish(record: dict, state: dict, context: dict, hooks, wall_start: float, 
                                            device=device))
     last = next(p for p in reversed(state["history"]) if "val_loss" in p)
     record["metrics"].update({k: v for k, v in last.items() if k.startswith("val_loss")})
-    view = {**context, "net": net, "net_for_sampling": _sampling_nets(context, net), "state": state}
+    view = {**context, "net": net, "net_for_sampling": sampling_nets(context, net), "state": state}
     for hook in hooks:
         record["metrics"].update(hook("final", view) or {})
     _fill(record, state, eval_s + time.perf_counter() - started, wall_start)
@@ -163,14 +163,13 @@ def _finish(record: dict, state: dict, context: dict, hooks, wall_start: float, 
     write_json(run_dir / RESULT, record)
 
 
-def _sampling_nets(context: dict, net):
+def sampling_nets(context: dict, net):
     """A factory (batch size, offset) -> the denoiser to sample with (conditioned on held-out
     images [offset, offset + batch) for conditional tasks)."""
     def make(n: int, offset: int):
         if _task(context["spec"]) is None:
             return net
-        given = _heldout(context, offset + n)[offset:]
-        return conditioned(net, context["spec"].task, given)
+        return conditioned(net, context["spec"].task, _heldout(context, n, offset))
 
     return lambda: make
 
@@ -179,15 +178,15 @@ def _task(spec):
     return None if spec.task.kind == "unconditional" else spec.task
 
 
-def _heldout(context: dict, n: int):
-    """The first `n` held-out images in [-1, 1] on the device (conditional tasks), else None."""
+def _heldout(context: dict, n: int, offset: int = 0):
+    """Held-out images [offset, offset + n) in [-1, 1] on the device (conditional tasks), else None."""
     if _task(context["spec"]) is None:
         return None
-    images = context["dataset"].heldout[:n].float().div(127.5).sub(1)
-    if len(images) < n:
-        raise BenchError(f"eval: the task needs {n} held-out images to condition on; the "
-                         f"held-out split has {len(images)}")
-    return images.to(context["device"])
+    held = context["dataset"].heldout
+    if len(held) < offset + n:
+        raise BenchError(f"eval: the task needs {offset + n} held-out images to condition on; the "
+                         f"held-out split has {len(held)}")
+    return held[offset:offset + n].to(context["device"]).float().div(127.5).sub(1)
 
 
 def _new_record(spec, device, flags, dataset) -> dict:

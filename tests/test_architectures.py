@@ -27,13 +27,7 @@ ISSUE_NAMES = [
 COND = 2          # conditioning channels used where an architecture supports them
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded (2 shared cores); restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_kwargs(name: str) -> dict:

@@ -13,12 +13,7 @@ from bench.errors import BenchError
 DIMS = dict(in_channels=3, out_channels=3, image_size=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ConvOnly(nn.Module):

@@ -31,13 +31,7 @@ TINY = ["data.num_images=64", "data.limit=null", "budget.kimg=0.024", "eval.ever
 SYNTHETIC = ["data.dataset=synthetic", "data.root=null"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def raw(name: str) -> dict:

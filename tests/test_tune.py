@@ -46,7 +46,7 @@ LR = {"low": 1e-4, "high": 1e-2, "log": True}
 
 
 @pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
+def single_threaded_workers(monkeypatch):
     """Tiny convolutions are ~10x slower with 2 threads on a shared 2-core machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -33,9 +33,9 @@ FEATURE_METRICS = {"fid", "kid", "pr"}
 class QualityHook:
     """hook(phase, context): FID proxy during training; the requested metrics at the end."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, inception: tuple | None = None):
         self.spec, self.cfg = spec, spec.eval
-        self._inception = None
+        self._inception = inception  # (module, sha256) to share a loaded network, else loaded lazily
 
     def __call__(self, phase: str, ctx: dict) -> dict:
         if phase == "train":
@@ -60,18 +60,22 @@ class QualityHook:
             self._inception = load_inception(self.cfg.inception_weights, device)
         return self._inception
 
+    def sample_batches(self, ctx: dict, n: int, steps):
+        """(offset, samples in [-1, 1]) of the seeded stream FID scores, one sampling batch at a time."""
+        cfg = dataclasses.replace(self.cfg, steps=steps)
+        make = ctx["net_for_sampling"]()
+        for i, start in enumerate(range(0, n, self.cfg.sample_batch)):
+            b = min(self.cfg.sample_batch, n - start)
+            yield start, sample(make(b, start), ctx["diffusion"], cfg, b, ctx["shape"],
+                                seed=sample_seed(self.cfg.fid_seed, i), amp=ctx["amp"],
+                                device=ctx["device"])
+
     def generated_features(self, ctx: dict, n: int, steps) -> np.ndarray:
         """Features of `n` samples drawn batch by batch from one seeded stream (fid_seed)."""
         module, _ = self.inception(ctx["device"])
-        cfg = dataclasses.replace(self.cfg, steps=steps)
-        net, feats = ctx["net_for_sampling"](), []
-        for i, start in enumerate(range(0, n, self.cfg.sample_batch)):
-            b = min(self.cfg.sample_batch, n - start)
-            x = sample(net(b, start), ctx["diffusion"], cfg, b, ctx["shape"],
-                       seed=self.cfg.fid_seed * 1_000_003 + i, amp=ctx["amp"], device=ctx["device"])
-            feats.append(extract_features(module, F.quantize_uint8(x), self.cfg.fid_batch,
-                                          ctx["device"]))
-        return np.concatenate(feats)
+        return np.concatenate([extract_features(module, F.quantize_uint8(x), self.cfg.fid_batch,
+                                                ctx["device"])
+                               for _, x in self.sample_batches(ctx, n, steps)])
 
     def reference_key(self, ctx: dict) -> dict:
         data = {k: v for k, v in dataclasses.asdict(self.spec.data).items() if k != "flip"}
@@ -134,6 +138,11 @@ class QualityHook:
         ctx["record"].setdefault("metrics", {})[name] = {str(t): v for t, v in table.items()}
         return {f"{prefix}ssim_mean": float(np.mean([v["ssim_mean"] for v in table.values()])),
                 f"{prefix}psnr_mean": float(np.mean([v["psnr_mean"] for v in table.values()]))}
+
+
+def sample_seed(fid_seed: int, batch_index: int) -> int:
+    """Seed of sampling batch `batch_index` of the FID stream (any N is a prefix of whole batches)."""
+    return fid_seed * 1_000_003 + batch_index
 
 
 def quality_hooks(spec) -> list:
