@@ -37,8 +37,15 @@ from timm.models.convnext import ConvNeXtBlock
 from bench.errors import choices_error
 
 from . import register
-from .layers import (SKIP_SCALE, DoubleConv, EmbAdd, SinusoidAdd, TokenSelfAttention, check_size,
-                     timestep_embedding)
+from .layers import (
+    SKIP_SCALE,
+    DoubleConv,
+    EmbAdd,
+    SinusoidAdd,
+    TokenSelfAttention,
+    check_size,
+    timestep_embedding,
+)
 
 BLOCKS = ("double", "addreslink", "rdn", "convnext", "4dc", "biggan")
 

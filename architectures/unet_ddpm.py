@@ -17,10 +17,18 @@ import functools
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import register
-from .layers import AttnBlock, Downsample, ResBlock, Upsample, check_size, group_norm, time_mlp, zero_
+from .layers import (
+    AttnBlock,
+    Downsample,
+    ResBlock,
+    Upsample,
+    check_size,
+    group_norm,
+    time_mlp,
+    zero_,
+)
 
 
 # Ho et al. 2020 U-Net (Appendix B) with ADM options (Nichol & Dhariwal 2021, Sec. 3).

@@ -6,7 +6,7 @@ AlgoPerf: only the timed work counts): warm-up work is never timed; on CUDA the 
 synchronized before every clock read; peak memory is `torch.cuda.max_memory_allocated` on CUDA and
 null elsewhere, where the process's peak resident set (Linux VmHWM, reset before each measurement
 through /proc/self/clear_refs when the kernel allows it) is reported instead, labelled as such.
-JSON is written atomically with `bench.results.write_json`.
+JSON is written atomically with `bench.run.results.write_json`.
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
 from architectures import UnknownArchitectureError, create  # noqa: E402
-from bench.capacity import count_params, forward_flops  # noqa: E402
 from bench.device import resolve_device  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
-from bench.results import git_commit, write_json  # noqa: E402
+from bench.metrics.cost import count_params, forward_flops  # noqa: E402
+from bench.run.results import git_commit, write_json  # noqa: E402
 
 
 def cli(main) -> None:

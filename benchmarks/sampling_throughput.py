@@ -2,7 +2,7 @@
 DDPM over all T steps (Ho et al. 2020, Algorithm 2), DDIM (Song et al. 2021) and respaced DDPM
 (Nichol & Dhariwal 2021) at 10/20/50/100 steps.
 
-Each measurement is one call of `bench.evaluate.sample` (what `bench run` uses for its grid and its
+Each measurement is one call of `bench.metrics.sampling.sample` (what `bench run` uses for its grid and its
 `sample_img_per_s`): eval mode, `torch.no_grad`, bf16 autocast and channels_last on CUDA. A warm-up
 call (`--warmup` DDIM steps) runs first and is not timed; clocks are read after synchronizing the
 device. Weights are the untrained initialization (speed does not depend on them).
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 
+import common
 import torch
 
-import common
 from architectures import create
-from bench.config import EvalConfig
+from bench.config.schema import EvalConfig
 from bench.diffusion import Diffusion
-from bench.evaluate import sample
+from bench.metrics.sampling import sample
 from bench.samplers import resolve_steps
 
 OUT = common.ROOT / "benchmarks" / "sampling_throughput.json"

@@ -1,7 +1,7 @@
 """Training throughput (img/s) and peak memory of a denoiser: the harness's own loop against a bare
 PyTorch loop over the same model, and the harness's overhead as the ratio of the two.
 
-(a) harness: `bench.runner.build_run` + `bench.train.train`, exactly what `bench run` does minus the
+(a) harness: `bench.run.runner.build_run` + `bench.train.loop.train`, exactly what `bench run` does minus the
     evaluation: a `steps` budget, AdamW, cosine LR with a linear warm-up, grad-norm clipping, EMA,
     `DeviceBatches` (on-device sampling and flips), bf16 autocast and channels_last on CUDA.
 (b) bare: the loop of Ho et al. 2020 Algorithm 1 as one would write it by hand: a random batch of
@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import argparse
 
+import common
 import torch
 import torch.nn.functional as F
 
-import common
 from architectures import create
+from bench.config.suite import parse_suite
 from bench.data import load_dataset
 from bench.device import autocast, precision_flags
 from bench.diffusion import Diffusion
-from bench.runner import build_run
-from bench.suite import parse_suite
-from bench.train import train
+from bench.run.runner import build_run
+from bench.train.loop import train
 
 OUT = common.ROOT / "benchmarks" / "train_throughput.json"
 
@@ -71,7 +71,7 @@ def harness_spec(args, device: torch.device):
 
 
 def run_harness(spec, dataset, device: torch.device, warmup: int) -> dict:
-    """`bench.train.train` as `bench run` calls it; the hook only reads the clock."""
+    """`bench.train.loop.train` as `bench run` calls it; the hook only reads the clock."""
     parts = build_run(spec, dataset, device)
     marks: dict[int, tuple[float, float]] = {}
 

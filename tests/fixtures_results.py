@@ -1,4 +1,4 @@
-"""Fixture result folders with known numbers, shaped like `bench.runner` writes them (result.json,
+"""Fixture result folders with known numbers, shaped like `bench.run.runner` writes them (result.json,
 samples.png, suite.json) plus the evaluation issue's additions (fid, kid, recon per t, curves,
 protocol). Tests of the report build them instead of training anything.
 """

@@ -1,4 +1,4 @@
-"""Capacity metrics and capacity matching (bench.capacity): counts, FLOPs and the ±3 % contract."""
+"""Capacity metrics and capacity matching (bench.metrics.cost, bench.config.capacity): counts, FLOPs and the ±3 % contract."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,9 @@ import torch.nn as nn
 
 import architectures
 from architectures import create
-from bench.capacity import count_params, forward_flops, match_capacity
+from bench.config.capacity import match_capacity
 from bench.errors import BenchError
+from bench.metrics.cost import count_params, forward_flops
 
 DIMS = dict(in_channels=3, out_channels=3, image_size=16)
 

@@ -14,13 +14,21 @@ import torch
 from PIL import Image
 
 from bench.cli import main
-from bench.curves import (PNG_DIR, CurveSettings, RunCurves, check_settings, load_network, load_run,
-                          merge_curves, spec_from_result)
+from bench.config.suite import parse_suite
 from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.metrics import inception, quality
-from bench.runner import build_run
-from bench.suite import parse_suite
+from bench.run.curves import (
+    PNG_DIR,
+    CurveSettings,
+    RunCurves,
+    check_settings,
+    load_network,
+    load_run,
+    merge_curves,
+    spec_from_result,
+)
+from bench.run.runner import build_run
 
 SUITE = """
 name: curves
@@ -234,7 +242,7 @@ def test_no_inception_weights_is_refused_before_sampling(run_dir, tmp_path, caps
 
 
 def test_the_printed_tables_show_every_row(evaluated):
-    from bench.eval_cli import format_curves
+    from bench.cli.eval import format_curves
 
     _, after, run = evaluated
     text = format_curves(run, after["curves"]).splitlines()

@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 import bench.data as data
-import bench.datasets_files as datasets_files
+import bench.data.files as datasets_files
 from bench.data import DeviceBatches, load_dataset, to_float, to_uint8
 from bench.errors import BenchError
 
@@ -23,7 +23,7 @@ CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.tar
 
 
 @dataclass(frozen=True)
-class Cfg:  # the DataConfig fields (bench.config), with its defaults
+class Cfg:  # the DataConfig fields (bench.config.schema), with its defaults
     dataset: str = "synthetic"
     root: str | None = None
     image_size: int = 32

@@ -12,9 +12,19 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 
 from bench.errors import BenchError
 from bench.metrics import fid, inception
-from bench.metrics.fid import (Protocol, feature_stats, fid_from_features, frechet_distance, kid,
-                               precision_recall, protocol_differences, protocol_key, quantize_uint8,
-                               reference_features, reference_stats)
+from bench.metrics.fid import (
+    Protocol,
+    feature_stats,
+    fid_from_features,
+    frechet_distance,
+    kid,
+    precision_recall,
+    protocol_differences,
+    protocol_key,
+    quantize_uint8,
+    reference_features,
+    reference_stats,
+)
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 

@@ -10,10 +10,9 @@ import pytest
 from fixtures_results import FID, PROTOCOL, VAL_LOSS, build_suite, write_run
 from PIL import Image
 
-from bench import stats
 from bench.cli import main
-from bench.report import collect, leaderboard, write_leaderboard, write_report
-from bench.report_md import write_markdown
+from bench.report import collect, leaderboard, stats, write_leaderboard, write_report
+from bench.report.tables import write_markdown
 
 PLOTS = {"curves", "loss", "val_loss_quarters", "recon_vs_t", "fid_vs_n", "fid_vs_steps",
          "quality_vs_cost", "sample_grids"}

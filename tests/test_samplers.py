@@ -11,8 +11,19 @@ import torch
 
 from bench.diffusion import TARGETS, Diffusion
 from bench.errors import BenchError
-from bench.samplers import (SAMPLER_OPTIONS, SAMPLERS, check_sampler_opts, ddim, ddim_encode, ddpm,
-                            resolve_steps, respaced, shortened, shortened_betas, timestep_subset)
+from bench.samplers import (
+    SAMPLER_OPTIONS,
+    SAMPLERS,
+    check_sampler_opts,
+    ddim,
+    ddim_encode,
+    ddpm,
+    resolve_steps,
+    respaced,
+    shortened,
+    shortened_betas,
+    timestep_subset,
+)
 
 S = 0.25
 

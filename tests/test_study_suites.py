@@ -18,9 +18,9 @@ from PIL import Image
 
 from architectures import width_kwarg
 from bench.cli import main
+from bench.config.suite import load_suite
 from bench.data import load_dataset
-from bench.runner import run_one
-from bench.suite import load_suite
+from bench.run.runner import run_one
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 STUDIES = ["cifar_arch", "anime_000", "inpaint_002", "fruits_003", "flowers_004"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.config.suite import load_suite
 from bench.errors import BenchError
-from bench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,9 +6,15 @@ import math
 import pytest
 import torch
 
-from bench.config import TaskConfig
-from bench.task import (composite, cond_channels, conditioned, inpaint_psnr, keep_mask,
-                        make_condition)
+from bench.config.schema import TaskConfig
+from bench.task import (
+    composite,
+    cond_channels,
+    conditioned,
+    inpaint_psnr,
+    keep_mask,
+    make_condition,
+)
 
 TASK = TaskConfig(kind="inpaint", mask="bottom_half")
 

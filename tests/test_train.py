@@ -9,12 +9,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.config import BudgetConfig, TrainConfig
+from architectures import create
+from bench.config.schema import BudgetConfig, TrainConfig
 from bench.data import DeviceBatches
 from bench.diffusion import Diffusion
-from bench.optim import Budget, ema_decay, lr_at, make_ema, sgdr_phase, update_ema
-from bench.train import checkpoint_state, train
-from architectures import create
+from bench.train.loop import checkpoint_state, train
+from bench.train.optim import Budget, ema_decay, lr_at, make_ema, sgdr_phase, update_ema
 
 CFG = TrainConfig(batch_size=8, lr=1e-3, ema_decay=0.9, device="cpu", log_every=1)
 

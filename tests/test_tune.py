@@ -19,14 +19,14 @@ import torch
 import yaml
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-
-import bench.runner
-from bench.cli import main
-from bench.suite import load_suite
-from bench.tune import next_trial, open_session, trials_counted, tune
-from bench.tune_space import parse_search
-
 from pg_server import postgres_url  # noqa: F401 (fixture)
+
+import bench.run.runner
+import bench.tune
+from bench.cli import main
+from bench.config.suite import load_suite
+from bench.tune import next_trial, open_session, trials_counted, tune
+from bench.tune.space import parse_search
 
 # bench.tune silences these for users at import; pytest resets warning filters for every test.
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
@@ -122,7 +122,7 @@ def test_absurd_learning_rate_is_pruned_and_keeps_its_partial_result(tmp_path):
 def test_interrupted_study_continues_with_earlier_trials_intact(tmp_path, monkeypatch):
     path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 3, "pruner": "none"},
                        budget={"kimg": 0.096})  # evaluations at 32, 64 and 96 images
-    real_run, resumed, interrupt = bench.runner.run_one, [], [True]
+    real_run, resumed, interrupt = bench.run.runner.run_one, [], [True]
 
     def run_one(spec, run_dir, dataset, *, hooks=(), progress=True):
         def ctrl_c(phase, ctx):  # Ctrl-C during trial 1, after its first checkpoint
@@ -130,9 +130,9 @@ def test_interrupted_study_continues_with_earlier_trials_intact(tmp_path, monkey
                 raise KeyboardInterrupt
         return real_run(spec, run_dir, dataset, hooks=[*hooks, ctrl_c], progress=progress)
 
-    real_resume = bench.runner._resume_state
-    monkeypatch.setattr(bench.runner, "run_one", run_one)
-    monkeypatch.setattr(bench.runner, "_resume_state", lambda run_dir, spec: resumed.append(
+    real_resume = bench.run.runner._resume_state
+    monkeypatch.setattr(bench.tune, "run_one", run_one)  # the coordinator's name for it
+    monkeypatch.setattr(bench.run.runner, "_resume_state", lambda run_dir, spec: resumed.append(
         (spec.entry.name, real_resume(run_dir, spec))) or resumed[-1][1])
     assert tune_cli(path, tmp_path) == 130
     first, stopped = load_study(tmp_path).trials
@@ -179,7 +179,7 @@ class _Exited:  # a finished worker process
 
 @pytest.mark.parametrize("returncode", [-9, 1, 2])
 def test_pool_retries_killed_workers_and_stops_on_bench_errors(tmp_path, returncode):
-    from bench.tune_pool import Pool
+    from bench.tune.pool import Pool
 
     path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2})
     session = open_session(load_suite(path), results=tmp_path / "results", log=lambda line: None)

@@ -38,6 +38,7 @@ from unittest import mock
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pytorch_fid import inception as pt_inception
 
 from bench.errors import BenchError
 
@@ -137,7 +138,6 @@ def convert_torchscript(ts_model) -> dict:
 
 def build_inception(state_dict: dict):
     """pytorch-fid's `InceptionV3([pool3])`, its one download answered from `state_dict` instead."""
-    from pytorch_fid import inception as pt_inception
 
     # fc (1008 logits) is never reached by pool3 features; default_1.pt has none, so zeros fill it.
     full = {"fc.weight": torch.zeros(1008, FEATURE_DIM), "fc.bias": torch.zeros(1008), **state_dict}

@@ -1,4 +1,4 @@
-"""Quality metrics of a run under a pinned protocol: the evaluation hook of `bench.runner`.
+"""Quality metrics of a run under a pinned protocol: the evaluation hook of `bench.run.runner`.
 
 `METRICS` is the closed set a suite's `eval.metrics` picks from: `fid` (Heusel et al. 2017), `kid`
 (Binkowski et al. 2018), `pr` (precision/recall, Kynkäänniemi et al. 2019) — all from the TF-Inception
@@ -18,9 +18,9 @@ import json
 import numpy as np
 import torch
 
-from bench.evaluate import sample
 from bench.metrics import fid as F
 from bench.metrics.inception import PREPROCESSING, extract_features, load_inception
+from bench.metrics.sampling import sample
 from bench.metrics.ssim import reconstruction_metrics, roundtrip_metrics
 from bench.samplers import resolve_steps
 

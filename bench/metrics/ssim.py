@@ -16,9 +16,13 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 
 from bench.errors import BenchError
+from bench.samplers import ddim, ddim_encode
 
 
 def default_t_grid(T: int) -> list[int]:
@@ -96,7 +100,6 @@ def roundtrip_metrics(model, diffusion, images_uint8: torch.Tensor, t_grid=None,
 
     Each direction takes min(steps, t) DDIM steps over [0, t - 1]; `clip` clamps x̂_0 while decoding.
     """
-    from bench.samplers import ddim, ddim_encode
 
     grid = check_t_grid(t_grid, diffusion.T)
     scores = {t: ([], []) for t in grid}

@@ -1,5 +1,5 @@
 """`bench run`: every (entry, seed) of a suite -> a run folder with result.json, samples.png and a
-checkpoint, then the leaderboard.
+checkpoint (`bench.cli` writes the report after it).
 
 A run folder is named by its id (a hash of the resolved config), so re-running a suite skips what
 is complete and resumes what is not from its last evaluation checkpoint (EDM's resume-from-snapshot,
@@ -19,23 +19,30 @@ from architectures import create
 from bench.data import DeviceBatches, load_dataset
 from bench.device import precision_flags, resolve_device
 from bench.diffusion import Diffusion
-from bench.evaluate import grid_noise, sample, sampling_cost, validation_loss, validation_triples
+from bench.errors import BenchError
 from bench.metrics.cost import model_cost
 from bench.metrics.quality import quality_hooks
-from bench.results import (CHECKPOINT, RESULT, SAMPLES, environment, is_complete, read_result,
-                           write_json, write_with)
-from bench.errors import BenchError
+from bench.metrics.sampling import grid_noise, sample, sampling_cost
+from bench.run.evaluate import validation_loss, validation_triples
+from bench.run.results import (
+    CHECKPOINT,
+    RESULT,
+    SAMPLES,
+    environment,
+    is_complete,
+    read_result,
+    write_json,
+    write_with,
+)
 from bench.task import composite, cond_channels, conditioned, inpaint_psnr
-from bench.train import checkpoint_state, train
+from bench.train.loop import checkpoint_state, train
 
 Hook = Callable[[str, dict], dict]  # hook(phase "train" | "final", context) -> metrics
 
 
 def run_suite(suite, results_root: str | Path = "results", *, progress: bool = True,
               log: Callable[[str], None] = print) -> Path:
-    """Run every planned run not yet complete, then write the leaderboard; returns the folder."""
-    from bench.report import write_report
-
+    """Run every planned run not yet complete; returns the suite's results folder."""
     out = Path(results_root) / suite.name
     write_json(out / "suite.json", suite_record(suite))
     datasets: dict = {}
@@ -49,8 +56,6 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
         if key not in datasets:
             datasets[key] = load_dataset(spec.data)
         run_one(spec, run_dir, datasets[key], progress=progress)
-    write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
-    log(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
     return out
 
 

@@ -6,7 +6,7 @@ between machines) with heartbeats and `RetryHeartbeatStaleTrialCallback` (a kill
 re-queued with the same parameters), `fail_stale_trials`, `Trial.report` / `should_prune`.
 
 The coordinator asks the trials (sampling happens there, from a sampler seeded with `search.seed`
-plus the study's trial count) and runs each one as a normal run (`bench.runner.run_one`: same
+plus the study's trial count) and runs each one as a normal run (`bench.run.runner.run_one`: same
 `result.json`, a folder in `results/<suite>/`, the entry renamed `<entry>-t<NNN>` so each trial is
 its own leaderboard row), in-process with one worker, or each in its own `python -m bench tune ...
 --trial-id ID` subprocess with several (GPU memory never outlives a trial; one GPU per worker when
@@ -15,171 +15,40 @@ marks the running trial interrupted; re-running the command re-queues it and its
 its last evaluation checkpoint. Multi-objective trials cannot be pruned by Optuna, so their
 `prune_on` metric is reported to a twin trial in a single-objective proxy study (`<study>.prune_on.<metric>`).
 
-Around it: `tune_space` (the search section), `tune_pool` (worker subprocesses), `tune_report`
-(summary and plots), `tune_cli` (the command).
+Around it: `study` (storage, session, asking trials), `space` (the search section), `pool` (worker
+subprocesses), `summary` (summary and plots); the command is `bench.cli.tune`.
 """
 from __future__ import annotations
 
-import copy
 import math
-import os
 import threading
 import time
-import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import optuna
-from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from bench.errors import BenchError
-from bench.tune_space import Search, make_pruner, make_sampler, parse_search, trial_spec
-
-# We record heartbeats ourselves (the ask-and-tell loop below), which Optuna warns about.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+from bench.run.results import RESULT, read_result, write_json
+from bench.run.runner import run_one
+from bench.tune.pool import Pool
+from bench.tune.space import Search, make_pruner, make_sampler, parse_search, trial_spec
+from bench.tune.study import (  # noqa: F401
+    STORAGE_ENV,
+    Session,
+    ask,
+    default_storage,
+    describe,
+    next_trial,
+    open_session,
+    original_number,
+    requeue_interrupted,
+    safe_url,
+    trials_counted,
+)
 
 __all__ = ["Session", "open_session", "parse_search", "run_trial", "tune"]
-
-
-# A coordinator's or worker's handle on one study: the suite, its search, storage and folders.
-@dataclass
-class Session:
-    suite: object                     # bench.suite.Suite with a search section
-    search: Search                    # the validated search section
-    storage: optuna.storages.RDBStorage
-    study: optuna.Study
-    folder: Path                      # results/<suite>: trial run folders, study summary, plots
-    progress: bool = True             # training progress bars (in-process trials only)
-    log: Callable[[str], None] = print
-    datasets: dict = field(default_factory=dict)  # repr(DataConfig) -> Dataset, loaded once
-
-    @property
-    def url(self) -> str:
-        return safe_url(self.storage.url)
-
-    def dataset(self, data_cfg):
-        from bench.data import load_dataset
-
-        key = repr(data_cfg)
-        if key not in self.datasets:
-            self.datasets[key] = load_dataset(data_cfg)
-        return self.datasets[key]
-
-
-STORAGE_ENV = "BENCH_TUNE_STORAGE"  # the storage URL when --storage is not given
-
-
-def default_storage(folder: Path) -> str:
-    return f"sqlite:///{(folder / 'study.db').resolve()}"
-
-
-def safe_url(url: str) -> str:
-    """The storage URL without its password (it goes into logs and result files)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
-
-
-def open_storage(url: str, search: Search) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats; a killed worker's trial is re-queued (same parameters)."""
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.retries,
-                                                             inherit_intermediate_values=True)
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine,
-                                          heartbeat_interval=search.heartbeat,
-                                          grace_period=2 * search.heartbeat,
-                                          heartbeat_stale_trial_callback=retry)
-    except Exception as err:  # sqlalchemy: bad URL, missing driver, refused connection
-        raise BenchError(f"--storage {safe_url(url)}: cannot open: "
-                         f"{str(err).strip().splitlines()[0]}") from None
-
-
-def open_session(suite, *, results: str | Path = "results", storage: str | None = None,
-                 study_name: str | None = None, progress: bool = True,
-                 log: Callable[[str], None] = print, search: Search | None = None) -> Session:
-    """Validate the search, open (or create) the study; re-running the command resumes it."""
-    search = search or parse_search(suite)
-    folder = Path(results) / suite.name
-    folder.mkdir(parents=True, exist_ok=True)
-    url = storage or os.environ.get(STORAGE_ENV) or default_storage(folder)
-    rdb = open_storage(url, search)
-    name = study_name or suite.name
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=rdb, study_name=name, directions=search.directions,
-                                sampler=optuna.samplers.RandomSampler(),  # workers never sample
-                                pruner=make_pruner(search, suite), load_if_exists=True)
-    found = [d.name.lower() for d in study.directions]
-    if found != search.directions:
-        raise BenchError(f"study {name!r} in {safe_url(url)} optimizes {found}, the suite asks for "
-                         f"{search.directions}; pass --study NEW_NAME for a new study")
-    if study.user_attrs.get("suite") is None:
-        study.set_user_attr("suite", suite.name)
-        study.set_user_attr("objectives", [list(o) for o in search.objectives])
-        study.set_user_attr("pruning", search.pruning_note())
-    return Session(suite, search, rdb, study, folder, progress, log)
-
-
-# --- asking trials ----------------------------------------------------------------------------
-
-def suggest(trial: optuna.Trial, search: Search) -> dict:
-    """Sample (or, for a re-queued or enqueued trial, read back) every parameter of a trial."""
-    params = {}
-    if len(search.entries) > 1:
-        params["entry"] = trial.suggest_categorical("entry", list(search.entries))
-    if search.archs:
-        params["arch"] = trial.suggest_categorical("arch", list(search.archs))
-    for key, d in search.space.items():
-        if isinstance(d, CategoricalDistribution):
-            params[key] = trial.suggest_categorical(key, list(d.choices))
-        elif isinstance(d, IntDistribution):
-            params[key] = trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
-        else:
-            params[key] = trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log)
-    return params
-
-
-def original_number(trial) -> int:
-    """A re-queued trial keeps the number (hence the run folder) of the trial it repeats."""
-    return trial.system_attrs.get("failed_trial", trial.number)
-
-
-def trials_counted(study) -> int:
-    """Distinct trials of a study: the re-runs of one trial count once."""
-    return len({original_number(t) for t in study.get_trials(deepcopy=False)})
-
-
-def requeue_interrupted(study) -> list[int]:
-    """Re-queue trials stopped by Ctrl-C: same parameters, same run folder, so the run resumes."""
-    trials = study.get_trials(deepcopy=False)
-    done = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(inherit_intermediate_values=True)
-    queued = []
-    for t in trials:
-        if t.user_attrs.get("interrupted") and t.number not in done:
-            retry(study, copy.deepcopy(t))
-            queued.append(original_number(t))
-    return queued
-
-
-def next_trial(s: Session, deadline: float | None) -> optuna.Trial | None:
-    """Ask the next trial (re-queued ones first) unless the study has its n_trials or time is up."""
-    if deadline is not None and time.monotonic() >= deadline:
-        return None
-    optuna.storages.fail_stale_trials(s.study)
-    waiting = s.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    if not waiting and s.search.n_trials is not None and trials_counted(s.study) >= s.search.n_trials:
-        return None
-    trial = s.study.ask()
-    suggest(trial, s.search)
-    s.storage.record_heartbeat(trial._trial_id)  # stale if its worker never starts
-    return trial
 
 
 # --- one trial ----------------------------------------------------------------------------------
@@ -232,15 +101,13 @@ def _proxy_trial(s: Session, trial: optuna.Trial):
     proxy = optuna.create_study(storage=s.storage, study_name=f"{s.study.study_name}.prune_on.{metric}",
                                 direction=direction, pruner=make_pruner(s.search, s.suite),
                                 load_if_exists=True)
-    twin = proxy.ask()
+    twin = ask(proxy)
     twin.set_user_attr("trial", trial.number)
     return twin, proxy
 
 
 def run_trial(s: Session, trial: optuna.Trial) -> TrialState:
     """Run one asked trial as a normal run and tell the study how it ended."""
-    from bench.runner import run_one
-
     frozen = s.storage.get_trial(trial._trial_id)
     number = original_number(frozen)
     try:
@@ -284,8 +151,6 @@ def _values(record: dict, search: Search) -> list[float]:
 
 def _tell(s: Session, trial, state, values, proxy, twin, record, run_dir: Path, number: int):
     """Finish the trial (and its proxy twin); note the trial in its run's result.json."""
-    from bench.results import RESULT, read_result, write_json
-
     if values is not None and any(math.isnan(v) for v in values):
         state, values = TrialState.FAIL, None  # Optuna refuses NaN objectives
         trial.set_user_attr("error", "objective is NaN")
@@ -325,20 +190,5 @@ def tune(s: Session, *, workers: int = 1, overrides: list[str] = ()) -> optuna.S
             run_trial(s, trial)
             s.log(describe(s, s.storage.get_trial(trial._trial_id)))
     else:
-        from bench.tune_pool import Pool
-
         Pool(s, workers, overrides).run(deadline)
     return s.study
-
-
-def describe(s: Session, t) -> str:
-    """One line per finished trial: state, objective values, parameters, run folder."""
-    values = "  ".join(f"{m}={v:.4g}" for (m, _), v in zip(s.search.objectives, t.values or []))
-    if t.state == TrialState.PRUNED and t.intermediate_values:
-        step = max(t.intermediate_values)
-        values = f"at {step / 1000:g} kimg ({s.search.prune_on[0]}={t.intermediate_values[step]:.4g})"
-    if t.state == TrialState.FAIL:
-        values = "interrupted" if t.user_attrs.get("interrupted") else t.user_attrs.get("error", "")
-    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
-    return (f"trial {t.number:>3} {t.state.name.lower():<8} {values}  {params}  "
-            f"{t.user_attrs.get('run_id', '')}")

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench.report_md import LABELS  # noqa: E402
-from bench.results import write_with  # noqa: E402
+from bench.report.tables import LABELS
+from bench.run.results import write_with
 
 SKIP = {"step", "kimg", "lr", "train_loss", "val_loss", "run_dir", "label", "entry", "seed", "group",
         "status"}  # losses have their own plot
@@ -28,6 +25,7 @@ SKIP = {"step", "kimg", "lr", "train_loss", "val_loss", "run_dir", "label", "ent
 
 def write_plots(results, table: pd.DataFrame, out: str | Path) -> dict[str, Path]:
     """Every plot the results allow, as `out/<name>.png`; returns {name: path}."""
+    plt.switch_backend("agg")  # files only: never a window, whatever backend the user has
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     order = list(dict.fromkeys(table["label"])) if not table.empty else None

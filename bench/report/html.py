@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report_md import Section, sections
-from bench.results import write_with
+from bench.report.tables import Section, sections
+from bench.run.results import write_with
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1400px; color: #222;

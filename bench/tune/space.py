@@ -22,6 +22,7 @@ and the suite is built (and its models on the meta device) at every bound and ev
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import types
@@ -30,10 +31,14 @@ import warnings
 from dataclasses import dataclass, field, fields, replace
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
+from bench.config.suite import SECTIONS, parse_suite
 from bench.errors import BenchError, choices_error
-from bench.suite import SECTIONS, parse_suite
 
 SEARCH_KEYS = ("base", "archs", "space", "n_trials", "timeout", "sampler", "sampler_opts", "seed",
                "pruner", "pruner_opts", "objectives", "prune_on", "heartbeat", "retries")
@@ -44,7 +49,15 @@ PRUNERS = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.Hy
            "none": optuna.pruners.NopPruner}
 DIRECTIONS = ("minimize", "maximize")
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@contextlib.contextmanager
+def quiet_experimental():
+    """Silence Optuna's ExperimentalWarning for the documented pieces we use on purpose (heartbeat
+    storage options, RetryHeartbeatStaleTrialCallback, samplers' options) for one call only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,7 @@ def _number(value):
 def known_metrics() -> list[str]:
     """Metric names a run records (the leaderboard's columns as well, whatever it adds)."""
     from bench import report
-    from bench.checks import RANKABLE
+    from bench.config.checks import RANKABLE
 
     names = set(RANKABLE) | {"fid_proxy", "peak_mem_train_mb", "peak_mem_sample_mb"}
     for attr in ("COLUMNS", "QUALITY", "COST"):
@@ -340,7 +353,8 @@ def make_sampler(search: Search, seed: int):
         if len(search.objectives) > 1:
             raise BenchError(f"{where}: cmaes is single-objective; use nsga2 or tpe")
     try:
-        return SAMPLERS[search.sampler](seed=seed, **search.sampler_opts)
+        with quiet_experimental():
+            return SAMPLERS[search.sampler](seed=seed, **search.sampler_opts)
     except (TypeError, ValueError) as err:
         raise BenchError(f"search.sampler_opts: {search.sampler}: {err}") from None
 

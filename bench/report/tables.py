@@ -1,8 +1,8 @@
 """The report's tables as display frames (strings), and their Markdown: what a README, a paper
-appendix or a CI log pastes. `bench.html` renders the very same frames.
+appendix or a CI log pastes. `bench.report.html` renders the very same frames.
 
 Cells read `mean ± std` over seeds; the ranking metric also gets its 95 % bootstrap CI, and every
-non-baseline row its paired difference to the baseline (`Δ [CI]`, p-value, verdict; `bench.stats`).
+non-baseline row its paired difference to the baseline (`Δ [CI]`, p-value, verdict; `bench.report.stats`).
 The SSIM/PSNR-vs-t tables follow study 003's Table 1 (rows t, columns models).
 """
 from __future__ import annotations

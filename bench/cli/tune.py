@@ -12,9 +12,26 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections import Counter
 from pathlib import Path
 
+import optuna
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from bench.config.suite import load_suite
 from bench.errors import BenchError
+from bench.report import write_leaderboard
+from bench.tune import (
+    STORAGE_ENV,
+    default_storage,
+    open_session,
+    run_trial,
+    safe_url,
+    tune,
+)
+from bench.tune.space import check_space, parse_search, trial_spec
+from bench.tune.summary import SUMMARY_MD, best_lines, write_summary
 
 
 def add_parser(sub) -> None:
@@ -38,10 +55,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bench.suite import load_suite
-    from bench.tune import open_session, tune
-    from bench.tune_space import parse_search
-
     if args.workers < 1:
         raise BenchError(f"--workers: expected a positive number of workers, got {args.workers}")
     suite = load_suite(args.suite, args.set)
@@ -60,10 +73,6 @@ def run(args) -> int:
 
 
 def _worker(session, trial_id: int) -> int:
-    import optuna
-    from optuna.trial import TrialState
-
-    from bench.tune import run_trial
 
     state = session.storage.get_trial(trial_id).state
     if state != TrialState.RUNNING:
@@ -73,9 +82,6 @@ def _worker(session, trial_id: int) -> int:
 
 
 def _report(session) -> None:
-    from bench.report import write_leaderboard
-    from bench.tune_report import SUMMARY_MD, best_lines, write_summary
-
     metric, direction = session.search.objectives[0]
     write_leaderboard(session.folder, metric=metric, direction=direction)
     summary = write_summary(session)
@@ -87,9 +93,6 @@ def _report(session) -> None:
 
 def dry_run(suite, search, args) -> str:
     """The study, its space and plan, and the state of an existing study; opens no new storage."""
-    from bench.tune import STORAGE_ENV, default_storage, safe_url
-    from bench.tune_space import check_space, trial_spec
-
     folder = Path(args.results) / suite.name
     storage = args.storage or os.environ.get(STORAGE_ENV)
     url = storage or default_storage(folder)
@@ -120,9 +123,6 @@ def dry_run(suite, search, args) -> str:
 
 def _state(url: str, args, suite, search) -> str:
     """'new' / trial counts for an existing SQLite study; other storages are not opened here."""
-    import optuna
-    from collections import Counter
-
     if not url.startswith("sqlite:///"):
         return "not opened in a dry run"
     if not Path(url.removeprefix("sqlite:///")).exists():
@@ -137,8 +137,6 @@ def _state(url: str, args, suite, search) -> str:
 
 
 def _show(dist) -> str:
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
     if isinstance(dist, CategoricalDistribution):
         return f"choice  {list(dist.choices)}"
     kind = "int  " if isinstance(dist, IntDistribution) else "float"

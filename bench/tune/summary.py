@@ -11,10 +11,12 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import optuna
 from optuna.trial import TrialState
+from optuna.visualization import matplotlib as vm
 
-from bench.results import write_json, write_with
+from bench.run.results import write_json, write_with
 
 SUMMARY_JSON, SUMMARY_MD = "study_summary.json", "study_summary.md"
 
@@ -67,11 +69,7 @@ def _importances(study, search, complete) -> dict:
 
 def _plots(study, search, folder: Path) -> dict:
     """PNG plots -> {name: file} (or the reason a plot was skipped)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as vm
-
+    plt.switch_backend("agg")  # files only: never a window
     metric = search.objectives[0][0]
     target = {} if len(search.objectives) == 1 else {"target": lambda t: t.values[0],
                                                      "target_name": metric}

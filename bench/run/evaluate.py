@@ -1,20 +1,16 @@
-"""Evaluation pieces every run gets: validation loss (overall and per quarter of t), the fixed-noise
-sample grid, and sampling cost (img/s, peak GPU memory).
+"""Validation loss of a run (overall and per quarter of t) on fixed held-out triples.
 
 The validation set is a fixed list of (held-out image, timestep, noise) triples drawn from a
 generator with a constant seed, with timesteps stratified over [0, T): every model, seed and
 evaluation sees the very same triples, so validation losses are comparable across a suite (study
 000 tracked validation loss; study 003 split by t). The grid noise depends only on `eval.grid_seed`
-and the image shape, so `samples.png` grids are comparable across models (study 001's figures).
+and the image shape (`bench.metrics.sampling`), so `samples.png` grids are comparable across models.
 """
 from __future__ import annotations
-
-import time
 
 import torch
 
 from bench.device import autocast
-from bench.samplers import SAMPLERS
 from bench.task import conditioned
 
 VAL_SEED = 20_240_601  # constant: the validation triples are the same for every run
@@ -54,39 +50,3 @@ def validation_loss(model, diffusion, triples, batch_size: int, amp: str = "none
         chosen = loss[quarter == q]
         result[f"val_loss_q{q + 1}"] = chosen.mean().item() if len(chosen) else None
     return result
-
-
-def grid_noise(n: int, shape: tuple[int, int, int], seed: int, device) -> torch.Tensor:
-    """The suite-wide fixed x_T of the sample grid (drawn on the CPU: same on every device)."""
-    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed)).to(device)
-
-
-@torch.no_grad()
-def sample(model, diffusion, eval_cfg, n: int, shape, *, noise=None, seed: int = 0,
-           amp: str = "none", device="cpu") -> torch.Tensor:
-    """`n` samples with the suite's sampler (float in [-1, 1]), in eval mode."""
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator(device).manual_seed(seed)
-    with autocast(torch.device(device), amp):
-        out = SAMPLERS[eval_cfg.sampler](model, diffusion, (n, *shape), steps=eval_cfg.steps,
-                                         generator=gen, device=device, noise=noise,
-                                         **eval_cfg.sampler_opts)
-    model.train(was_training)
-    return out.float()
-
-
-def sampling_cost(model, diffusion, eval_cfg, shape, *, amp: str, device) -> dict:
-    """Sampling throughput (img/s over one batch of `eval.sample_batch`) and its peak GPU memory."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    sample(model, diffusion, eval_cfg, eval_cfg.sample_batch, shape, seed=1, amp=amp, device=device)
-    if cuda:
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
-    return {"sample_img_per_s": eval_cfg.sample_batch / seconds, "sample_seconds": seconds,
-            "peak_mem_sample_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}

@@ -16,8 +16,17 @@ from typing import Any
 
 import yaml
 
-from bench.config import (BudgetConfig, DataConfig, DiffusionConfig, EvalConfig, ModelEntry,
-                          TaskConfig, TrainConfig, build)
+from bench.config.checks import check_run
+from bench.config.schema import (
+    BudgetConfig,
+    DataConfig,
+    DiffusionConfig,
+    EvalConfig,
+    ModelEntry,
+    TaskConfig,
+    TrainConfig,
+    build,
+)
 from bench.errors import BenchError, choices_error
 
 SECTIONS = {"data": DataConfig, "task": TaskConfig, "diffusion": DiffusionConfig,
@@ -177,5 +186,4 @@ def _plan(suite: Suite, i: int, entry: ModelEntry, seed: int, check_models: bool
         sections[key] = build(cls, merged, where, f"models[{i}].overrides.{key}"
                               if key in entry.overrides else key)
     spec = RunSpec(suite=suite.name, entry=entry, seed=seed, **sections)
-    from bench.checks import check_run
     return check_run(spec, where, f"models[{i}]", check_models)

@@ -12,7 +12,13 @@ from dataclasses import replace
 
 import torch
 
+from architectures import UnknownArchitectureError, create
+from bench.config.capacity import match_capacity
+from bench.data import DATASETS
+from bench.diffusion import SCHEDULES, Diffusion
 from bench.errors import BenchError, choices_error
+from bench.metrics.quality import METRICS
+from bench.samplers import SAMPLERS, check_sampler_opts, resolve_steps
 from bench.task import cond_channels
 
 
@@ -38,10 +44,6 @@ def check_run(spec, where: str, entry_path: str, check_models: bool = True):
 
 
 def _check_names(spec, where: str) -> None:
-    from bench.data import DATASETS
-    from bench.diffusion import SCHEDULES, Diffusion
-    from bench.samplers import SAMPLERS, check_sampler_opts, resolve_steps
-
     if spec.data.dataset not in DATASETS:
         raise choices_error(f"{where}: data.dataset", "dataset", spec.data.dataset, DATASETS)
     if spec.diffusion.schedule not in SCHEDULES:
@@ -72,7 +74,6 @@ RANKABLE = {"val_loss": None, "final_train_loss": None, "train_img_per_s": None,
 
 def _check_eval(spec, where: str) -> None:
     """Quality metric names, their settings, and a ranking metric the suite will produce."""
-    from bench.metrics.quality import METRICS
 
     ev = spec.eval
     for name in ev.metrics:
@@ -100,7 +101,6 @@ def _check_eval(spec, where: str) -> None:
     if ev.fid_proxy_n < 0 or ev.fid_proxy_n == 1:
         raise BenchError(f"{where}: eval.fid_proxy_n: 0 (off) or at least 2, got {ev.fid_proxy_n}")
     if ev.fid_proxy_steps is not None:
-        from bench.samplers import resolve_steps
         resolve_steps(ev.sampler, ev.fid_proxy_steps, spec.diffusion.timesteps,
                       f"{where}: eval.fid_proxy_steps")
 
@@ -145,7 +145,6 @@ def _match(spec, where: str, entry_path: str):
 @functools.lru_cache(maxsize=256)
 def _matched(arch, kwargs_json, target_json, kind, channels, cond, image_size):
     """Capacity matching, once per (entry design, target, shape): seeds share the result."""
-    from bench.capacity import match_capacity
 
     kwargs = json.loads(kwargs_json)
     if cond:
@@ -161,7 +160,6 @@ def _matched(arch, kwargs_json, target_json, kind, channels, cond, image_size):
 def model_summary(arch: str, kwargs_json: str, channels: int, image_size: int,
                   where: str, entry_path: str, cond: int = 0) -> tuple[int, int]:
     """(parameter count, downsample_factor) of an entry, built on the meta device."""
-    from architectures import UnknownArchitectureError, create
 
     kwargs = json.loads(kwargs_json)
     if cond:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError, choices_error
+from bench.report import collect, leaderboard, ranking_defaults, write_report
+from bench.report.tables import to_markdown, write_markdown
 
 
 def add_parser(sub) -> None:
@@ -32,9 +34,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bench.report import collect, leaderboard, ranking_defaults, write_report
-    from bench.report_md import to_markdown, write_markdown
-
     _check(args)
     metric, direction = ranking_defaults(args.folders, args.metric, args.direction)
     options = {"alpha": args.alpha, "test": args.test, "baseline": args.baseline, "cost": args.cost}

@@ -16,10 +16,11 @@ import sys
 import time
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from bench.errors import BenchError
-from bench.tune import STORAGE_ENV, Session, describe, next_trial
+from bench.tune.study import STORAGE_ENV, Session, describe, next_trial
 
 
 class Pool:
@@ -100,8 +101,6 @@ class Pool:
 
 def gpu_env(slot: int) -> dict:
     """CUDA_VISIBLE_DEVICES for worker `slot` when several GPUs are visible (round robin)."""
-    import torch
-
     n = torch.cuda.device_count()
     if n < 2:
         return {}

@@ -8,7 +8,7 @@ cost sit in one table.
 
 Feature generation, the reference statistics (cached) and the protocol record are the run's own
 (`bench.metrics.quality.QualityHook`), so a curve point at the run's (sampler, steps, N, seed) is the
-run's FID. The run's model is rebuilt by `bench.runner.build_run` from `result.json["config"]` and
+run's FID. The run's model is rebuilt by `bench.run.runner.build_run` from `result.json["config"]` and
 `checkpoint.pt` (EMA weights unless `raw`). The curves go into `result.json["curves"]`; every other
 key of the result is left as it was.
 """
@@ -21,17 +21,17 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from bench.config import ModelEntry, build
-from bench.device import precision_flags, resolve_device
+from bench.config.schema import ModelEntry, build
+from bench.config.suite import SECTIONS, RunSpec
+from bench.device import precision_flags
 from bench.errors import BenchError, choices_error
-from bench.evaluate import sampling_cost
 from bench.metrics import fid as F
 from bench.metrics.quality import QualityHook
-from bench.optim import make_ema
-from bench.results import CHECKPOINT, RESULT, read_result, write_json, write_with
-from bench.runner import sampling_nets, build_run
+from bench.metrics.sampling import sampling_cost
+from bench.run.results import CHECKPOINT, RESULT, read_result, write_json, write_with
+from bench.run.runner import build_run, sampling_nets
 from bench.samplers import SAMPLER_OPTIONS, SAMPLERS, resolve_steps
-from bench.suite import SECTIONS, RunSpec
+from bench.train.optim import make_ema
 
 PNG_DIR = "curve_samples"   # --png: the first N images of the FID-vs-N sample set, one PNG each
 ROW_KEYS = {"fid_vs_n": ("n",), "fid_vs_steps": ("sampler", "steps")}

@@ -10,16 +10,19 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 import yaml
 
+from architectures import create, list_architectures
+from bench.cli import eval as eval_cli
+from bench.cli import report as report_cli
+from bench.cli import tune as tune_cli
+from bench.config.suite import load_suite
 from bench.errors import BenchError
-
-COMMANDS = {}
-
-
-def command(fn):
-    COMMANDS[fn.__name__.removeprefix("cmd_")] = fn
-    return fn
+from bench.metrics.cost import count_params, forward_flops
+from bench.report import write_report
+from bench.run.results import is_complete
+from bench.run.runner import run_suite
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,34 +35,18 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the resolved suite and the plan")
     run.add_argument("--results", default="results", help="results root (default: results)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="registered architectures with parameters and GFLOPs")
     lst.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 's001_*'")
     lst.add_argument("--image-size", type=int, default=32)
     lst.add_argument("--channels", type=int, default=3)
-    for extra in _extensions():
-        extra(sub)
+    lst.set_defaults(func=cmd_list)
+    for module in (report_cli, eval_cli, tune_cli):  # each adds its parser and sets `func`
+        module.add_parser(sub)
     return p
 
 
-def _extensions():
-    """Sub-commands kept in their own modules: each has `add_parser(subparsers)`, which adds its
-    parser and sets `func` (its handler) with `set_defaults`."""
-    found = []
-    for module in ("bench.report_cli", "bench.eval_cli", "bench.tune_cli"):
-        try:
-            found.append(__import__(module, fromlist=["add_parser"]).add_parser)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-    return found
-
-
-@command
 def cmd_run(args) -> int:
-    from bench.results import is_complete
-    from bench.runner import run_suite
-    from bench.suite import load_suite
-
     suite = load_suite(args.suite, args.set)
     if args.dry_run:
         sections = {k: asdict(getattr(suite, k))
@@ -73,17 +60,13 @@ def cmd_run(args) -> int:
             print(f"  {spec.run_id:<40} {spec.entry.arch:<22} seed {spec.seed:<3} "
                   f"{spec.params / 1e6:9.3f} M params  {'complete' if done else 'pending'}{match}")
         return 0
-    run_suite(suite, args.results, progress=not args.no_progress)
+    out = run_suite(suite, args.results, progress=not args.no_progress)
+    write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
+    print(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
     return 0
 
 
-@command
 def cmd_list(args) -> int:
-    import torch
-
-    from architectures import create, list_architectures
-    from bench.capacity import count_params, forward_flops
-
     names = list_architectures(args.pattern)
     if not names:
         raise BenchError(f"list: no architecture matches {args.pattern!r}")
@@ -100,8 +83,7 @@ def cmd_list(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        handler = getattr(args, "func", None) or COMMANDS[args.command]
-        return handler(args)
+        return args.func(args)
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 2

@@ -15,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 from bench.device import autocast
-from bench.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
 from bench.task import conditioned
+from bench.train.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
 
 
 def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Generator,

@@ -1,5 +1,5 @@
 """`python -m bench eval RUN_DIR [RUN_DIR ...]`: FID-vs-N and FID-vs-steps curves of finished runs,
-without retraining (`bench.curves`): written into each run's result.json under `curves`, printed.
+without retraining (`bench.run.curves`): written into each run's result.json under `curves`, printed.
 
 Everything is checked before any sampling starts: the folders are complete runs with a checkpoint,
 the step counts fit every sampler and run, and the Inception weights are there.
@@ -9,9 +9,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bench.data import load_dataset
+from bench.device import resolve_device
 from bench.errors import BenchError
-
-CURVES = ("n", "steps")   # as bench.curves.CURVES; that module (torch, the runner) loads only when run
+from bench.metrics.inception import load_inception
+from bench.run.curves import (
+    CURVES,
+    CurveSettings,
+    RunCurves,
+    check_settings,
+    load_run,
+    write_curves,
+)
 
 
 def add_parser(sub) -> None:
@@ -39,10 +48,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bench.curves import CurveSettings, RunCurves, check_settings, load_run, write_curves
-    from bench.data import load_dataset
-    from bench.metrics.inception import load_inception
-
     settings = CurveSettings(fid_n=tuple(args.fid_n), steps=tuple(args.steps) if args.steps else None,
                              samplers=tuple(args.sampler) if args.sampler else None,
                              curve_n=args.curve_n, curves=tuple(args.curves), raw=args.raw,
@@ -75,8 +80,6 @@ def run(args) -> int:
 
 def _device(given: str | None, spec):
     """--device, else the run's train.device; a missing GPU says how to evaluate on this machine."""
-    from bench.device import resolve_device
-
     try:
         return resolve_device(given or spec.train.device)
     except BenchError:

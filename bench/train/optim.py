@@ -1,4 +1,4 @@
-"""Optimizer, learning-rate schedule, EMA and budget arithmetic for `bench.train`.
+"""Optimizer, learning-rate schedule, EMA and budget arithmetic for `bench.train.loop`.
 
 LR: linear warm-up then constant, cosine (Loshchilov & Hutter 2017, SGDR without restarts) or cosine
 with warm restarts (SGDR: cycle T_0 = `cycle_kimg`, growth T_mult = `cycle_mult`), all as pure

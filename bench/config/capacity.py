@@ -1,4 +1,4 @@
-"""Capacity: parameter and FLOP counts, and capacity matching by base width (issue 3).
+"""Capacity matching by base width (issue 3); the counts themselves are `bench.metrics.cost`.
 
 `match_capacity` scales an architecture's base-width keyword (declared by `register(width=...)`)
 until its parameter count, or its forward FLOPs at the suite's image size, lands within ±tol of a
@@ -13,41 +13,13 @@ import math
 
 import numpy as np
 import torch
-import torch.nn as nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 from architectures import UnknownArchitectureError, create, width_kwarg
 from bench.errors import BenchError, choices_error
+from bench.metrics.cost import count_params, forward_flops
 
 KINDS = ("params", "flops")
 MAX_WIDTH = 1 << 14        # widths beyond this are not searched
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (trainable or not; buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def forward_flops(model: nn.Module, in_channels: int, image_size: int) -> int:
-    """FLOPs (2 per multiply-add) of one forward of one image and its timestep.
-
-    `in_channels` is what the model reads (image plus any conditioning channels). Works for models
-    on any device, meta included; the model's train/eval mode is restored afterwards.
-    """
-    ref = next(model.parameters(), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    x = torch.zeros(1, in_channels, image_size, image_size, device=device, dtype=dtype)
-    t = torch.zeros(1, dtype=torch.long, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-            model(x, t)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
 
 
 def _measure(arch: str, kwargs: dict, kind: str, in_channels: int, out_channels: int, image_size: int) -> int:

@@ -3,8 +3,8 @@
 One row per (comparison group, suite folder, entry), aggregated over seeds: mean, std and a 95 %
 bootstrap CI of every metric, the number of seeds, the paired difference to the suite's baseline
 entry with its test and verdict, a Pareto flag (quality vs training cost) and the run folders.
-Statistics live in `bench.stats`, Markdown in `bench.report_md`, plots in `bench.plots`, the HTML
-page in `bench.html`.
+Statistics live in `bench.report.stats`, Markdown in `bench.report.tables`, plots in `bench.report.plots`, the HTML
+page in `bench.report.html`.
 
 A comparison group is (dataset, resolution, evaluation protocol key): rows whose protocols differ
 are never ranked or tested against each other (issue "Evaluation with a pinned protocol").
@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import stats
-from bench.report_md import markdown_table, to_markdown, write_markdown  # noqa: F401 (re-exported)
-from bench.results import iter_results, load_results, write_with
+from bench.report import stats
+from bench.report.html import write_html
+from bench.report.plots import write_plots
+from bench.report.tables import markdown_table, to_markdown, write_markdown  # noqa: F401 (re-exported)
+from bench.run.results import iter_results, load_results, write_with
 
 QUALITY = ["fid", "kid_mean", "precision", "recall", "ssim", "psnr", "val_loss", "val_loss_q1",
            "val_loss_q2", "val_loss_q3", "val_loss_q4", "final_train_loss"]
@@ -233,8 +235,6 @@ def write_report(folders, out: str | Path | None = None, metric: str | None = No
                  direction: str | None = None, results: Results | None = None, **options) -> dict:
     """leaderboard.csv/.md, plots/*.png and report.html of `folders` into `out` (default: the one
     folder); returns {"table", "files", "seconds"}."""
-    from bench.html import write_html
-    from bench.plots import write_plots
 
     started = time.perf_counter()
     folders = [folders] if isinstance(folders, (str, Path)) else list(folders)

@@ -1,0 +1,48 @@
+"""Sampling a denoiser under the suite's evaluation protocol: the fixed-noise grid (the same x_T for
+every entry of a suite, study 001's figures), batched sampling in eval mode, and sampling cost
+(img/s, peak GPU memory). Used by the runner (grid, cost) and the quality hooks (FID samples).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bench.device import autocast
+from bench.samplers import SAMPLERS
+
+
+def grid_noise(n: int, shape: tuple[int, int, int], seed: int, device) -> torch.Tensor:
+    """The suite-wide fixed x_T of the sample grid (drawn on the CPU: same on every device)."""
+    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+@torch.no_grad()
+def sample(model, diffusion, eval_cfg, n: int, shape, *, noise=None, seed: int = 0,
+           amp: str = "none", device="cpu") -> torch.Tensor:
+    """`n` samples with the suite's sampler (float in [-1, 1]), in eval mode."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device).manual_seed(seed)
+    with autocast(torch.device(device), amp):
+        out = SAMPLERS[eval_cfg.sampler](model, diffusion, (n, *shape), steps=eval_cfg.steps,
+                                         generator=gen, device=device, noise=noise,
+                                         **eval_cfg.sampler_opts)
+    model.train(was_training)
+    return out.float()
+
+
+def sampling_cost(model, diffusion, eval_cfg, shape, *, amp: str, device) -> dict:
+    """Sampling throughput (img/s over one batch of `eval.sample_batch`) and its peak GPU memory."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    sample(model, diffusion, eval_cfg, eval_cfg.sample_batch, shape, seed=1, amp=amp, device=device)
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    return {"sample_img_per_s": eval_cfg.sample_batch / seconds, "sample_seconds": seconds,
+            "peak_mem_sample_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
