@@ -3,6 +3,9 @@
 Messages teach, as diffusers' do: they name the file, the key path and the valid choices, e.g.
 `suites/x.yaml: diffusion.schedule: unknown 'cosin'; choose from cosine, linear, quadratic, sigmoid`.
 """
+from __future__ import annotations
+
+import difflib
 
 
 class BenchError(Exception):
@@ -11,8 +14,6 @@ class BenchError(Exception):
 
 def choices_error(where: str, what: str, value, choices) -> BenchError:
     """`where: unknown what 'value'; choose from a, b, c` (close matches first)."""
-    import difflib
-
     options = sorted(str(c) for c in choices)
     close = difflib.get_close_matches(str(value), options, n=3, cutoff=0.5)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""

@@ -37,6 +37,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from bench import report
+from bench.config.checks import RANKABLE
 from bench.config.suite import SECTIONS, parse_suite
 from bench.errors import BenchError, choices_error
 
@@ -183,9 +185,6 @@ def _number(value):
 
 def known_metrics() -> list[str]:
     """Metric names a run records (the leaderboard's columns as well, whatever it adds)."""
-    from bench import report
-    from bench.config.checks import RANKABLE
-
     names = set(RANKABLE) | {"fid_proxy", "peak_mem_train_mb", "peak_mem_sample_mb"}
     for attr in ("COLUMNS", "QUALITY", "COST"):
         names |= set(getattr(report, attr, ()))
