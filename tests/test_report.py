@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 from fixtures_results import FID, PROTOCOL, VAL_LOSS, build_suite, write_run
 from PIL import Image
 
@@ -35,19 +36,55 @@ def report(suite, tmp_path_factory):
 
 # ---------------------------------------------------------------- statistics
 
-def test_bootstrap_ci_matches_the_normal_interval_on_a_large_sample():
-    x = np.random.default_rng(0).normal(3.0, 2.0, 400)
-    low, high = stats.bootstrap_ci(x, seed=1)
-    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
-    assert low < x.mean() < high
-    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
-    assert stats.bootstrap_ci(x, seed=1) == (low, high)  # seeded: reproducible
+def test_t_interval_is_the_closed_form():
+    x = np.array([0.50, 0.52, 0.49, 0.51, 0.50])
+    half = scipy_stats.t.ppf(0.975, 4) * x.std(ddof=1) / np.sqrt(5)
+    assert stats.t_interval(x) == pytest.approx((x.mean() - half, x.mean() + half))
+    assert stats.t_interval([5.0, 5.0, 5.0]) == (5.0, 5.0)
+    assert all(np.isnan(stats.t_interval([5.0])))
+    assert all(np.isnan(stats.t_interval([np.nan, 1.0])))
 
 
-def test_bootstrap_ci_degenerate_cases():
-    assert stats.bootstrap_ci([5.0, 5.0, 5.0]) == (5.0, 5.0)
-    assert all(np.isnan(stats.bootstrap_ci([5.0])))
-    assert all(np.isnan(stats.bootstrap_ci([np.nan, 1.0])))
+@pytest.mark.parametrize("test", ["ttest", "wilcoxon"])
+def test_the_delta_ci_and_the_verdict_agree_on_random_pairs(test):
+    """The CI is the inverted test: it excludes 0 exactly when p < alpha (1000 random studies)."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(3, 12))
+        base = dict(enumerate(rng.normal(0, 1, n)))
+        entry = {s: v + rng.normal(rng.normal(0, 1), 1) for s, v in base.items()}
+        out = stats.compare_paired(entry, base, test=test)
+        excludes = not out["delta_ci_low"] <= 0 <= out["delta_ci_high"]
+        assert excludes == (out["p_value"] < 0.05) == (out["verdict"] != "not distinguishable")
+
+
+def test_clear_null_and_two_seed_comparisons():
+    base = {0: 0.50, 1: 0.52, 2: 0.49, 3: 0.51, 4: 0.50}
+    clear = stats.compare_paired({s: v - 0.1 + 0.001 * s for s, v in base.items()}, base)
+    d = np.array([-0.1 + 0.001 * s for s in range(5)])
+    half = scipy_stats.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5)
+    assert clear["verdict"] == "better" and clear["p_value"] < 1e-6 and clear["pairs"] == 5
+    assert (clear["delta_ci_low"], clear["delta_ci_high"]) == pytest.approx(
+        (d.mean() - half, d.mean() + half))
+    null = stats.compare_paired({0: 0.51, 1: 0.51, 2: 0.50, 3: 0.50, 4: 0.50}, base)
+    assert null["verdict"] == "not distinguishable" and null["p_value"] > 0.5
+    assert null["delta_ci_low"] < 0 < null["delta_ci_high"]
+    # 2 seeds, however clear the difference: no test, no CI, the seed count in the verdict
+    two = stats.compare_paired({0: 0.40, 1: 0.42}, {0: 0.50, 1: 0.52})
+    assert two["verdict"] == "too few seeds (n = 2)" and two["delta"] == pytest.approx(-0.1)
+    assert np.isnan(two["p_value"]) and np.isnan(two["delta_ci_low"])
+    # Wilcoxon below 6 pairs cannot reject at 0.05: its interval is unbounded, the verdict agrees
+    wil = stats.compare_paired({s: v - 0.1 for s, v in base.items()}, base, test="wilcoxon")
+    assert wil["p_value"] == pytest.approx(0.0625) and wil["verdict"] == "not distinguishable"
+    assert wil["delta_ci_low"] == -np.inf and wil["delta_ci_high"] == np.inf
+
+
+def test_signed_rank_interval_matches_a_brute_force_inversion():
+    d = np.array([0.3, -0.1, 0.8, 1.2, 0.5, 0.9, -0.4, 1.1])
+    low, high = stats.signed_rank_interval(d, 0.95)
+    grid = np.linspace(-1, 2, 3001)
+    kept = [g for g in grid if scipy_stats.wilcoxon(d - g).pvalue >= 0.05]
+    assert low == pytest.approx(min(kept), abs=2e-3) and high == pytest.approx(max(kept), abs=2e-3)
 
 
 def test_pareto_front_with_ties_and_nans():
@@ -67,7 +104,7 @@ def test_means_stds_and_cis_over_seeds(suite):
         assert table.loc[entry, "val_loss"] == pytest.approx(np.mean(values))
         assert table.loc[entry, "val_loss_std"] == pytest.approx(np.std(values, ddof=1))
         low, high = table.loc[entry, "val_loss_ci_low"], table.loc[entry, "val_loss_ci_high"]
-        assert min(values) <= low < np.mean(values) < high <= max(values)
+        assert (low, high) == pytest.approx(stats.t_interval(values))  # Student t over 5 seeds
         assert table.loc[entry, "seeds"] == 5
     assert table.loc["base", "params"] == 1_000_000
     assert table.loc["base", "params_ci_low"] == table.loc["base", "params_ci_high"] == 1_000_000
@@ -104,7 +141,7 @@ def test_verdicts_follow_the_direction_and_the_test(suite):
 
 def test_one_seed_gives_no_verdict_and_no_ci(tmp_path):
     table = board([build_suite(tmp_path, seeds=(0,))])
-    assert table.loc["clear", "verdict"] == "n/a (1 seed)"
+    assert table.loc["clear", "verdict"] == "too few seeds (n = 1)"
     assert np.isnan(table.loc["clear", "p_value"]) and np.isnan(table.loc["clear", "val_loss_ci_low"])
     assert table.loc["clear", "delta"] == pytest.approx(-0.1)
 
@@ -200,7 +237,7 @@ def test_leaderboard_csv_and_markdown(report):
     assert csv["entry"].tolist() == ["clear", "base", "noise", "slow"]
     md = (out / "leaderboard.md").read_text()
     assert "| rank | entry | seeds | val loss | 95% CI |" in md
-    assert "| 1 | clear | 5 | 0.404 ± 0.0114 | [" in md
+    assert "| 1 | clear | 5 | 0.4040 ± 0.0114 | [0.3898, 0.4182] | -0.1000 [-0.1000, -0.1000] " in md
     for text in ("## SSIM vs t", "| 1000 |", "## FID and sampling speed vs steps", "## FID vs number"):
         assert text in md
 

@@ -26,7 +26,7 @@ import bench.tune
 from bench.cli import main
 from bench.config.suite import load_suite
 from bench.tune import next_trial, open_session, trials_counted, tune
-from bench.tune.space import parse_search
+from bench.tune.search import parse_search
 
 # bench.tune silences these for users at import; pytest resets warning filters for every test.
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError, choices_error
+from bench.metrics import registry
 from bench.report import collect, leaderboard, ranking_defaults, write_report
 from bench.report.tables import to_markdown, write_markdown
 
@@ -62,11 +63,14 @@ def _check(args) -> None:
 
 
 def _check_columns(runs, metric: str, cost: str | None) -> None:
-    """A ranking metric or cost axis must be a numeric column of the runs."""
+    """The ranking metric (a rankable metric of the table) and the cost axis (a cost metric) must
+    be numeric columns these results hold."""
     if runs.empty:
         raise BenchError("report: no result.json below the given folders")
-    numeric = sorted(c for c in runs.columns if not c.startswith("cfg.")
-                     and runs[c].dtype.kind in "fiu" and c != "seed")
-    for flag, name in (("--metric", metric), ("--cost", cost)):
-        if name is not None and name not in numeric:
-            raise choices_error(f"report: {flag}", "metric", name, numeric)
+    numeric = {c for c in runs.columns if runs[c].dtype.kind in "fiu" and runs[c].notna().any()}
+    for flag, name, ok in (("--metric", metric, lambda m: m.rankable),
+                           ("--cost", cost, lambda m: m.group == "cost")):
+        valid = [n for n, m in registry.METRICS.items()
+                 if ok(m) and m.source != "history" and n in numeric]
+        if name is not None and name not in valid:
+            raise choices_error(f"report: {flag}", "metric", name, valid)

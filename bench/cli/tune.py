@@ -30,7 +30,8 @@ from bench.tune import (
     safe_url,
     tune,
 )
-from bench.tune.space import check_space, parse_search, trial_spec
+from bench.tune.search import parse_search
+from bench.tune.space import check_space, trial_spec
 from bench.tune.summary import SUMMARY_MD, best_lines, write_summary
 
 

@@ -17,7 +17,7 @@ from bench.config.capacity import match_capacity
 from bench.data import DATASETS
 from bench.diffusion import SCHEDULES, Diffusion
 from bench.errors import BenchError, choices_error
-from bench.metrics.quality import METRICS
+from bench.metrics import registry
 from bench.samplers import SAMPLERS, check_sampler_opts, resolve_steps
 from bench.task import cond_channels
 
@@ -64,29 +64,17 @@ def _check_names(spec, where: str) -> None:
         raise choices_error(f"{where}: train.device", "device", device, ["auto", "cpu", "cuda", "cuda:N"])
 
 
-# Ranking metrics, and the eval.metrics entry that produces each (None: always produced).
-RANKABLE = {"val_loss": None, "final_train_loss": None, "train_img_per_s": None,
-            "sample_img_per_s": None, "params": None, "gflops": None, "inpaint_psnr": None,
-            **{f"val_loss_q{q}": None for q in range(1, 5)}, "fid": "fid", "kid_mean": "kid",
-            "precision": "pr", "recall": "pr", "ssim_mean": "recon", "psnr_mean": "recon",
-            "roundtrip_ssim_mean": "roundtrip", "roundtrip_psnr_mean": "roundtrip"}
-
-
 def _check_eval(spec, where: str) -> None:
-    """Quality metric names, their settings, and a ranking metric the suite will produce."""
+    """Quality metric names, their settings, and a ranking metric the suite will record."""
 
     ev = spec.eval
     for name in ev.metrics:
-        if name not in METRICS:
-            raise choices_error(f"{where}: eval.metrics", "metric", name, METRICS)
-    if ev.metric not in RANKABLE:
-        raise choices_error(f"{where}: eval.metric", "ranking metric", ev.metric, RANKABLE)
-    needs = RANKABLE[ev.metric]
-    if needs and needs not in ev.metrics:
-        raise BenchError(f"{where}: eval.metric: ranking by {ev.metric} needs '{needs}' in "
-                         f"eval.metrics (got {list(ev.metrics) or 'none'})")
-    if ev.metric == "inpaint_psnr" and spec.task.kind != "inpaint":
-        raise BenchError(f"{where}: eval.metric: inpaint_psnr needs task.kind: inpaint")
+        if name not in registry.PRODUCERS:
+            raise choices_error(f"{where}: eval.metrics", "metric", name, registry.PRODUCERS)
+    rankable = [m.name for m in registry.METRICS.values() if m.rankable and m.source == "run"]
+    if ev.metric not in rankable:
+        raise choices_error(f"{where}: eval.metric", "ranking metric", ev.metric, rankable)
+    registry.check_recorded(ev.metric, ev, spec.task.kind, f"{where}: eval.metric")
     for t in ev.recon_t or []:
         if not isinstance(t, int) or not 1 <= t <= spec.diffusion.timesteps:
             raise BenchError(f"{where}: eval.recon_t: {t!r} is out of range; choose integers in "

@@ -1,8 +1,9 @@
 """Leaderboard and report: pure functions of one or more results folders (pandas).
 
-One row per (comparison group, suite folder, entry), aggregated over seeds: mean, std and a 95 %
-bootstrap CI of every metric, the number of seeds, the paired difference to the suite's baseline
-entry with its test and verdict, a Pareto flag (quality vs training cost) and the run folders.
+One row per (comparison group, suite folder, entry), aggregated over seeds: mean, std and a
+Student-t CI of every metric of the metric table (`bench.metrics.registry`), the number of seeds,
+the paired difference to the suite's baseline entry with its CI, test and verdict (one method:
+`bench.report.stats`), a Pareto flag (quality vs training cost) and the run folders.
 Statistics live in `bench.report.stats`, Markdown in `bench.report.tables`, plots in `bench.report.plots`, the HTML
 page in `bench.report.html`.
 
@@ -19,17 +20,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.metrics import registry
 from bench.report import stats
 from bench.report.html import write_html
 from bench.report.plots import write_plots
-from bench.report.tables import markdown_table, to_markdown, write_markdown  # noqa: F401 (re-exported)
+from bench.report.tables import protocol_label, write_markdown
 from bench.run.results import iter_results, load_results, write_with
 
-QUALITY = ["fid", "kid_mean", "precision", "recall", "ssim", "psnr", "val_loss", "val_loss_q1",
-           "val_loss_q2", "val_loss_q3", "val_loss_q4", "final_train_loss"]
-COST = ["params", "gflops", "train_img_per_s", "sample_img_per_s", "peak_mem_train_mb",
-        "peak_mem_sample_mb"]
-COSTS = ("train_img_per_s", "gflops", "params")  # Pareto cost axis, first present wins
+# Aggregated columns: every scalar the metric table knows (recorded by a run or derived here).
+COLUMNS = [n for n, m in registry.METRICS.items() if m.source != "history"]
 
 
 @dataclass
@@ -60,6 +59,9 @@ def collect(folders) -> Results:
         long["fid_n"] += [{"run_dir": key, **p} for p in curves.get("fid_vs_n") or []]
         long["fid_steps"] += [{"run_dir": key, **p} for p in curves.get("fid_vs_steps") or []]
     runs = annotate(load_results(folders), pd.DataFrame(long["recon"]))
+    if not runs.empty:
+        runs["group_label"] = [protocol_label(g.split(" | ")[0], records[d].get("protocol"))
+                               for g, d in zip(runs["group"], runs["run_dir"])]
     ids = runs[["run_dir", "label", "entry", "seed", "group", "status"]] if not runs.empty else None
     frames = {k: _join(pd.DataFrame(v), ids) for k, v in long.items()}
     return Results(runs=runs, records=records, **frames)
@@ -112,29 +114,29 @@ def suite_info(source: str | Path) -> dict:
 
 def leaderboard(runs: pd.DataFrame, metric: str = "val_loss", direction: str | None = None, *,
                 alpha: float = 0.05, test: str = "ttest", baseline: str | None = None,
-                cost: str | None = None, seed: int = 0) -> pd.DataFrame:
+                cost: str | None = None) -> pd.DataFrame:
     """Aggregate complete runs per (group, source, entry) and rank each group by `metric`."""
     runs = annotate(runs)
     runs = runs[runs["status"] == "complete"] if "status" in runs else runs
     if runs.empty:
         return pd.DataFrame()
-    direction = direction or stats.infer_direction(metric)
-    present = [c for c in dict.fromkeys([metric, *QUALITY, *COST])
+    direction = direction or registry.direction(metric)
+    present = [c for c in dict.fromkeys([metric, *COLUMNS])
                if c in runs and pd.to_numeric(runs[c], errors="coerce").notna().any()]
-    rows = [_aggregate(part, present, seed) for _, part in
+    rows = [_aggregate(part, present, 1 - alpha) for _, part in
             runs.groupby(["group", "source", "entry"], sort=False, dropna=False)]
     table = pd.DataFrame(rows)
     table["order"] = [_entry_order(s, e) for s, e in zip(table["source"], table["entry"])]
-    parts = [_rank_group(part, runs, metric, direction, alpha, test, baseline, cost, seed)
+    parts = [_rank_group(part, runs, metric, direction, alpha, test, baseline, cost)
              for _, part in table.groupby("group", sort=True)]
     table = pd.concat(parts, ignore_index=True).drop(columns="order")
-    table.attrs.update(metric=metric, direction=direction, alpha=alpha, test=test, seed=seed)
+    table.attrs.update(metric=metric, direction=direction, alpha=alpha, test=test)
     return table
 
 
-def _aggregate(part: pd.DataFrame, present: list[str], seed: int) -> dict:
+def _aggregate(part: pd.DataFrame, present: list[str], confidence: float) -> dict:
     first = part.iloc[0]
-    row = {"group": first["group"], "source": first["source"], "source_name": first["source_name"],
+    row = {"group": first["group"], "group_label": first.get("group_label", first["group"]), "source": first["source"], "source_name": first["source_name"],
            "label": first["label"], "entry": first["entry"], "arch": first.get("arch"),
            "seeds": part["seed"].nunique()}
     for col in present:
@@ -142,7 +144,7 @@ def _aggregate(part: pd.DataFrame, present: list[str], seed: int) -> dict:
         finite = values[np.isfinite(values)]
         row[col] = finite.mean() if len(finite) else np.nan
         row[f"{col}_std"] = finite.std(ddof=1) if len(finite) > 1 else np.nan
-        row[f"{col}_ci_low"], row[f"{col}_ci_high"] = stats.bootstrap_ci(finite, seed=seed)
+        row[f"{col}_ci_low"], row[f"{col}_ci_high"] = stats.t_interval(finite, confidence)
     row["run_dirs"] = " ".join(sorted(Path(d).name for d in part["run_dir"]))
     return row
 
@@ -152,26 +154,26 @@ def _entry_order(source: str, entry: str) -> int:
     return entries.index(entry) if entry in entries else len(entries)
 
 
-def _rank_group(part, runs, metric, direction, alpha, test, baseline, cost, seed) -> pd.DataFrame:
+def _rank_group(part, runs, metric, direction, alpha, test, baseline, cost) -> pd.DataFrame:
     """Rank, baseline comparison and Pareto flag inside one comparison group."""
     part = part.copy()
     if metric in part:
         part["rank"] = part[metric].rank(ascending=direction == "minimize", method="min")
     part = part.sort_values(["rank", "order"] if "rank" in part else ["order"], na_position="last")
-    comparisons = [_compare(row, part, runs, metric, direction, alpha, test, baseline, seed)
+    comparisons = [_compare(row, part, runs, metric, direction, alpha, test, baseline)
                    for _, row in part.iterrows()]
     part = pd.concat([part.reset_index(drop=True), pd.DataFrame(comparisons)], axis=1)
     quality = "fid" if "fid" in part and part["fid"].notna().any() else metric
-    cost = cost or next((c for c in COSTS if c in part and part[c].notna().any()), None)
+    cost = cost or next((c for c in registry.PARETO_COSTS if c in part and part[c].notna().any()), None)
     if quality in part and cost in part:
         part["pareto"] = stats.pareto_front(part[quality], part[cost],
                                             direction if quality == metric else "minimize",
-                                            stats.infer_direction(cost))
+                                            registry.direction(cost))
         part["pareto_axes"] = f"{quality} vs {cost}"
     return part
 
 
-def _compare(row, part, runs, metric, direction, alpha, test, baseline, seed) -> dict:
+def _compare(row, part, runs, metric, direction, alpha, test, baseline) -> dict:
     base = _baseline_row(row, part, baseline)
     if base is None or metric not in runs:
         return {"baseline": None, "verdict": "n/a (no baseline)"}
@@ -179,7 +181,7 @@ def _compare(row, part, runs, metric, direction, alpha, test, baseline, seed) ->
         return {"baseline": base["label"], "verdict": "baseline"}
     values = {lab: _by_seed(runs, row["group"], src, ent, metric) for lab, src, ent in
               ((0, row["source"], row["entry"]), (1, base["source"], base["entry"]))}
-    result = stats.compare_paired(values[0], values[1], direction, alpha, test, seed)
+    result = stats.compare_paired(values[0], values[1], direction, alpha, test)
     return {"baseline": base["label"], **result}
 
 
@@ -208,7 +210,7 @@ def ranking_defaults(folders, metric: str | None, direction: str | None) -> tupl
     metric = metric or info.get("metric") or "val_loss"
     if direction is None:
         direction = info.get("direction") if metric == info.get("metric") else None
-    return metric, direction or stats.infer_direction(metric)
+    return metric, direction or registry.direction(metric)
 
 
 def _suite_folders(folders) -> list[Path]:

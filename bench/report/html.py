@@ -26,9 +26,15 @@ margin-top: 32px; } h3 { font-size: 15px; margin-bottom: 4px; }
 p.note { color: #555; margin: 4px 0 8px; max-width: 1100px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 12.5px; margin: 6px 0 12px; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f3f7; white-space: normal; min-width: 4.5em; } tr:nth-child(even) td { background: #fafafa; }
-td:nth-child(2), th:nth-child(2) { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-space: nowrap; }
+th { background: #f0f3f7; white-space: normal; min-width: 4.5em; }
+tr:nth-child(even) td { background: #fafafa; }
+td:first-child, th:first-child { text-align: left; }  /* the entry (or t, N...) column */
+table[id^="leaderboard"] td:first-child, table[id^="leaderboard"] th:first-child { text-align: right; }
+table[id^="leaderboard"] td:nth-child(2), table[id^="leaderboard"] th:nth-child(2) { text-align: left; }
+table[id^="leaderboard"] td:nth-child(2), table[id^="quality"] td:first-child,
+table[id^="cost"] td:first-child { position: sticky; left: 0; background: #fff; }  /* if it scrolls */
+details { margin: 2px 0; font-size: 12.5px; } details code { white-space: normal; }
 img.plot { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
 .grids { display: flex; flex-wrap: wrap; gap: 14px; }
 figure { margin: 0; text-align: center; font-size: 12px; }
@@ -37,8 +43,9 @@ nav a { margin-right: 14px; } code { background: #f4f4f4; padding: 0 3px; }
 """
 
 QUESTIONS = [  # (anchor, question, table keys (prefix match), plots)
-    ("ranking", "Which entry is best, and are the differences real?", ["groups", "leaderboard"], []),
-    ("cost", "What does the quality cost?", [], ["quality_vs_cost"]),
+    ("ranking", "Which entry is best, and are the differences real?",
+     ["groups", "leaderboard", "quality"], []),
+    ("cost", "What does the quality cost?", ["cost"], ["quality_vs_cost"]),
     ("training", "How did training go?", ["losses"], ["curves", "loss", "val_loss_quarters"]),
     ("recon", "How well is an image recovered from each noise level (SSIM/PSNR vs t)?",
      ["recon"], ["recon_vs_t"]),
@@ -89,8 +96,10 @@ def _question(anchor: str, question: str, tables: list[Section], plots: list[Pat
     parts = []
     for s in tables:  # leaderboard run folders are listed under provenance, not here
         frame = s.frame.drop(columns="runs") if s.key.startswith("leaderboard") and "runs" in s.frame else s.frame
-        parts.append(f"<h3>{html.escape(s.title)}</h3><p class=\"note\">{_inline(s.note)}</p>"
-                     + (_table(frame) if not frame.empty else "<p>No complete runs.</p>"))
+        details = (f"<details><summary>full protocol</summary><code>{html.escape(s.details)}"
+                   f"</code></details>" if s.details else "")
+        parts.append(f"<h3>{html.escape(s.title)}</h3>{details}<p class=\"note\">{_inline(s.note)}</p>"
+                     + (_table(frame, s.key) if not frame.empty else "<p>No complete runs.</p>"))
     parts += [_img(p, "plot", Path(p).stem) for p in plots]
     if not parts:
         parts = ["<p class=\"note\">Not measured in these results.</p>"]
@@ -108,11 +117,14 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
 
 
-def _table(frame: pd.DataFrame) -> str:
+def _table(frame: pd.DataFrame, key: str = "") -> str:
+    """A table in a horizontal scroller (its entry column sticks) for the rare table that is
+    wider than the page; `key` becomes the table's id."""
     if frame.empty:
         return "<p class=\"note\">None.</p>"
-    return "<div class=\"scroll\">" + frame.to_html(index=False, border=0, na_rep="",
-                                                    escape=True) + "</div>"
+    table = frame.to_html(index=False, border=0, na_rep="", escape=True,
+                          table_id=key or None)
+    return f"<div class=\"scroll\">{table}</div>"
 
 
 def _img(path: Path, cls: str, alt: str) -> str:

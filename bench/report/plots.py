@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from PIL import Image
 
-from bench.report.tables import LABELS
+from bench.metrics import registry
 from bench.run.results import write_with
 
 SKIP = {"step", "kimg", "lr", "train_loss", "val_loss", "run_dir", "label", "entry", "seed", "group",
@@ -61,7 +61,7 @@ def _panels(n: int, width: float = 5.0, height: float = 3.6):
 def _lines(ax, frame, x, y, order, title=None, logx=False, style=None):
     sns.lineplot(frame, x=x, y=y, hue="label", hue_order=order, style=style, errorbar="sd",
                  marker="o", ax=ax)
-    ax.set(title=title or LABELS.get(y, y), ylabel=LABELS.get(y, y), xlabel=x)
+    ax.set(title=title or registry.label(y), ylabel=registry.label(y), xlabel=x)
     if logx:  # log axis, ticks at the measured values in plain numbers
         ax.set_xscale("log")
         ax.set_xticks(sorted(frame[x].dropna().unique()))
@@ -82,7 +82,7 @@ def curves(history: pd.DataFrame, order):
         return None
     fig, axes = _panels(len(metrics))
     for ax, metric in zip(axes, metrics):
-        _lines(ax, evals.dropna(subset=[metric]), "kimg", metric, order, f"{LABELS.get(metric, metric)} vs kimg")
+        _lines(ax, evals.dropna(subset=[metric]), "kimg", metric, order, f"{registry.label(metric)} vs kimg")
     return fig
 
 
@@ -147,7 +147,7 @@ def fid_vs_steps(fid_steps: pd.DataFrame, order):
     cols = [c for c in ("fid", "sample_img_per_s") if c in part and part[c].notna().any()]
     fig, axes = _panels(len(cols))
     for ax, col in zip(axes, cols):
-        _lines(ax, part, "steps", col, order, f"{LABELS.get(col, col)} vs sampling steps",
+        _lines(ax, part, "steps", col, order, f"{registry.label(col)} vs sampling steps",
                logx=True, style="sampler")
     return fig
 
@@ -171,8 +171,8 @@ def quality_vs_cost(table: pd.DataFrame):
     for ax, cost in zip(axes, costs):
         sns.scatterplot(table, x=cost, y=quality, hue="label", size=size, sizes=(60, 600),
                         alpha=0.8, ax=ax, legend=ax is axes[-1])
-        ax.set(xlabel=LABELS.get(cost, cost), ylabel=LABELS.get(quality, quality),
-               title=f"{LABELS.get(quality, quality)} vs {LABELS.get(cost, cost)}")
+        ax.set(xlabel=registry.label(cost), ylabel=registry.label(quality),
+               title=f"{registry.label(quality)} vs {registry.label(cost)}")
         if axes_of_front.endswith(f" vs {cost}"):  # ring the front on the axes it was found on
             ax.scatter(front[cost], front[quality], s=900, facecolors="none", edgecolors="black",
                        linewidths=1.2)

@@ -1,9 +1,13 @@
 """The report's tables as display frames (strings), and their Markdown: what a README, a paper
 appendix or a CI log pastes. `bench.report.html` renders the very same frames.
 
-Cells read `mean ± std` over seeds; the ranking metric also gets its 95 % bootstrap CI, and every
-non-baseline row its paired difference to the baseline (`Δ [CI]`, p-value, verdict; `bench.report.stats`).
-The SSIM/PSNR-vs-t tables follow study 003's Table 1 (rows t, columns models).
+Cells read `mean ± std` over seeds, rounded as a paper rounds them (`bench.report.numbers`: the
+spread to 2 significant digits, the mean to the same place, one precision per column); labels,
+units, scales and precision come from the metric table (`bench.metrics.registry`). The ranking
+metric gets its CI, and every non-baseline row its paired difference to the baseline (`Δ [CI]`,
+p-value, verdict; one method: `bench.report.stats`). Each comparison group gets a quality table
+(the leaderboard) and a cost table, so both fit a 1280 px screen. The SSIM/PSNR-vs-t tables follow
+study 003's Table 1 (rows t, columns models).
 """
 from __future__ import annotations
 
@@ -11,19 +15,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-LABELS = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall",
-          "ssim": "SSIM (avg over t)", "psnr": "PSNR dB (avg over t)", "val_loss": "val loss",
-          "val_loss_q1": "val loss q1 (low t)", "val_loss_q2": "val loss q2",
-          "val_loss_q3": "val loss q3", "val_loss_q4": "val loss q4 (high t)",
-          "final_train_loss": "train loss", "train_loss": "train loss", "params": "params (M)", "gflops": "GFLOPs",
-          "train_img_per_s": "train img/s", "sample_img_per_s": "sample img/s",
-          "peak_mem_train_mb": "peak mem train (MB)", "peak_mem_sample_mb": "peak mem sample (MB)"}
-SCALE = {"params": 1e-6}
+from bench.metrics import registry
+from bench.report import numbers
+from bench.report.stats import METHODS, MIN_PAIRS
+
 TEST_NAMES = {"ttest": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
-MAIN_QUALITY = ["fid", "kid_mean", "precision", "recall", "ssim", "psnr", "val_loss"]
-LOSSES = ["val_loss", "val_loss_q1", "val_loss_q2", "val_loss_q3", "val_loss_q4", "final_train_loss"]
-COST = ["params", "gflops", "train_img_per_s", "sample_img_per_s", "peak_mem_train_mb",
-        "peak_mem_sample_mb"]
 
 
 @dataclass
@@ -32,57 +28,94 @@ class Section:
     title: str           # heading
     note: str            # one paragraph under the heading
     frame: pd.DataFrame  # cells already formatted as strings
+    details: str = ""    # the full text behind a short title (html: one click away)
 
 
-def fmt(value, scale: float = 1.0) -> str:
-    if value is None or pd.isna(value):
-        return ""
-    value = float(value) * scale
-    return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.4g}"
+def _metric(name: str) -> registry.Metric:
+    return registry.METRICS.get(name) or registry.Metric(name, name)
 
 
-def cell(mean, std, scale: float = 1.0) -> str:
-    text = fmt(mean, scale)
-    if not text or std is None or pd.isna(std) or std == 0:  # one seed, or identical seeds
-        return text
-    return f"{text} ± {fmt(std, scale)}"
+def column(means, stds, name: str) -> list[str]:
+    """One column of `mean ± std` cells, all at the decimals the finest row supports."""
+    m = _metric(name)
+    means = [None if pd.isna(v) else float(v) * m.scale for v in means]
+    stds = [None if pd.isna(v) else float(v) * m.scale for v in stds]
+    places = numbers.column_decimals(means, stds, m.digits)
+    return [numbers.mean_std(v, s, places) for v, s in zip(means, stds)]
 
 
-def leaderboard_frame(part: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One comparison group's leaderboard: rank, entry, test vs baseline, quality, then cost."""
-    show = pd.DataFrame({"rank": [fmt(r) for r in part.get("rank", pd.Series(index=part.index))],
+def ci_column(means, stds, lows, highs, name: str) -> list[str]:
+    """CI bounds at the decimals of the mean's column."""
+    m = _metric(name)
+    scaled = [[None if pd.isna(v) else float(v) * m.scale for v in col]
+              for col in (means, stds, lows, highs)]
+    places = numbers.column_decimals(scaled[0], scaled[1], m.digits)
+    return [numbers.interval(lo, hi, places) for lo, hi in zip(scaled[2], scaled[3])]
+
+
+def confidence(table_or_part) -> str:
+    return f"{100 * (1 - table_or_part.attrs.get('alpha', 0.05)):g}%"
+
+
+def leaderboard_frame(part: pd.DataFrame, metric: str, level: str = "95%") -> pd.DataFrame:
+    """One comparison group's leaderboard: rank, entry, seeds, the ranking metric with its CI, the
+    test vs baseline and the Pareto flag (other metrics: `quality_frame`, `cost_frame`)."""
+    show = pd.DataFrame({"rank": [numbers.integer(r) for r in part.get("rank", pd.Series(index=part.index))],
                          "entry": part["label"], "seeds": part["seeds"]})
     if metric in part:
-        show[LABELS.get(metric, metric)] = [cell(m, s, SCALE.get(metric, 1)) for m, s in
-                                            zip(part[metric], part[f"{metric}_std"])]
-        show["95% CI"] = [f"[{fmt(lo)}, {fmt(hi)}]" if fmt(lo) else "" for lo, hi in
-                          zip(part[f"{metric}_ci_low"], part[f"{metric}_ci_high"])]
+        show[registry.label(metric)] = column(part[metric], part[f"{metric}_std"], metric)
+        show[f"{level} CI"] = ci_column(part[metric], part[f"{metric}_std"],
+                                        part[f"{metric}_ci_low"], part[f"{metric}_ci_high"], metric)
     if "verdict" in part:
-        show["Δ vs baseline [95% CI]"] = [_delta(r) for _, r in part.iterrows()]
-        show["p"] = [fmt(p) for p in part.get("p_value", pd.Series(index=part.index))]
+        show[f"Δ vs baseline [{level} CI]"] = _deltas(part, metric)
+        show["p"] = [numbers.p_value(p) for p in part.get("p_value", pd.Series(index=part.index))]
         show["verdict"] = part["verdict"].fillna("")
-    for col in [c for c in MAIN_QUALITY + COST if c != metric and c in part]:
-        if part[col].notna().any():
-            show[LABELS[col]] = [cell(m, s, SCALE.get(col, 1)) for m, s in
-                                 zip(part[col], part[f"{col}_std"])]
     if "pareto" in part:
         show["Pareto"] = ["yes" if p else "" for p in part["pareto"]]
     show["runs"] = part["run_dirs"]
     return show.reset_index(drop=True)
 
 
-def _delta(row) -> str:
-    if row.get("verdict") == "baseline" or pd.isna(row.get("delta")):
-        return ""
-    ci = f" [{fmt(row['delta_ci_low'])}, {fmt(row['delta_ci_high'])}]" if fmt(row.get("delta_ci_low")) else ""
-    return f"{fmt(row['delta'])}{ci}"
+def _deltas(part: pd.DataFrame, metric: str) -> list[str]:
+    """`Δ [low, high]`, every row at the decimals the std of the paired differences supports."""
+    m = _metric(metric)
+    rows = [r for _, r in part.iterrows()]
+    keep = [r.get("verdict") != "baseline" and not pd.isna(r.get("delta")) for r in rows]
+    scaled = [[float(r.get(k)) * m.scale if not pd.isna(r.get(k)) else None for r in rows]
+              for k in ("delta", "delta_std", "delta_ci_low", "delta_ci_high")]
+    places = numbers.column_decimals([v for v, k in zip(scaled[0], keep) if k],
+                                     [v for v, k in zip(scaled[1], keep) if k], m.digits)
+    out = []
+    for ok, d, lo, hi in zip(keep, scaled[0], scaled[2], scaled[3]):
+        ci = numbers.interval(lo, hi, places)
+        out.append("" if not ok else numbers.fixed(d, places) + (f" {ci}" if ci else ""))
+    return out
+
+
+def quality_frame(part: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One comparison group's other quality metrics (mean ± std over seeds), leaderboard order."""
+    return _metrics_frame(part, [c for c in registry.BOARD if c != metric])
+
+
+def cost_frame(part: pd.DataFrame) -> pd.DataFrame:
+    """One comparison group's cost columns (mean ± std over seeds), rows in leaderboard order."""
+    return _metrics_frame(part, registry.names(group="cost"))
+
+
+def _metrics_frame(part: pd.DataFrame, names) -> pd.DataFrame:
+    show = pd.DataFrame({"entry": part["label"], "seeds": part["seeds"]})
+    for col in names:
+        if col in part and part[col].notna().any():
+            show[registry.label(col)] = column(part[col], part[f"{col}_std"], col)
+    return show.reset_index(drop=True) if len(show.columns) > 2 else pd.DataFrame()
 
 
 def losses_frame(table: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in LOSSES if c in table and table[c].notna().any()]
+    cols = [c for c in registry.names(group="loss", source="run") if c in table
+            and table[c].notna().any()]
     show = pd.DataFrame({"entry": table["label"], "seeds": table["seeds"]})
     for col in cols:
-        show[LABELS[col]] = [cell(m, s) for m, s in zip(table[col], table[f"{col}_std"])]
+        show[registry.label(col)] = column(table[col], table[f"{col}_std"], col)
     return show.reset_index(drop=True)
 
 
@@ -102,7 +135,7 @@ def recon_frame(recon: pd.DataFrame, value: str, order=None, kind: str = "recon"
     if part.empty or f"{value}_mean" not in part:
         return pd.DataFrame()
     agg = part.groupby(["t", "label"], sort=True)[[f"{value}_mean", f"{value}_std"]].mean()
-    cells = pd.Series([cell(m, s) for m, s in agg.to_numpy()], index=agg.index)
+    cells = pd.Series(column(agg[f"{value}_mean"], agg[f"{value}_std"], value), index=agg.index)
     wide = _ordered(cells.unstack("label"), order)
     return wide.reset_index().rename(columns={"t": "t (1-based)"}).fillna("")
 
@@ -120,7 +153,7 @@ def steps_frame(fid_steps: pd.DataFrame, order=None) -> pd.DataFrame:
     mean, std = groups.mean(), groups.std(ddof=1)
     show = mean.index.to_frame(index=False).rename(columns={"label": "entry"})
     for col in values:
-        show[LABELS.get(col, col)] = [cell(m, s) for m, s in zip(mean[col], std[col])]
+        show[registry.label(col)] = column(mean[col], std[col], col)
     return show
 
 
@@ -129,7 +162,7 @@ def fid_n_frame(fid_n: pd.DataFrame, order=None) -> pd.DataFrame:
     if fid_n.empty:
         return pd.DataFrame()
     agg = fid_n.groupby(["n", "label"])["fid"].agg(["mean", "std"])
-    cells = pd.Series([cell(m, s) for m, s in agg.to_numpy()], index=agg.index)
+    cells = pd.Series(column(agg["mean"], agg["std"], "fid"), index=agg.index)
     wide = _ordered(cells.unstack("label"), order)
     return wide.reset_index().rename(columns={"n": "N generated"}).fillna("")
 
@@ -156,25 +189,51 @@ def groups_frame(runs: pd.DataFrame, records: dict) -> pd.DataFrame:
     return frame[["group", *differ]]
 
 
-def leaderboard_sections(table: pd.DataFrame) -> list[Section]:
-    """One leaderboard per comparison group (rows of different protocols are never ranked together)."""
+def protocol_label(data: str, protocol: dict | None) -> str:
+    """A comparison group's heading: `cifar10 32px · FID-4096 vs train · DDPM-1000 · EMA`."""
+    if not protocol:
+        return f"{data} · no FID protocol"
+    p = protocol
+    return (f"{data} · FID-{p.get('n_generated')} vs {p.get('reference_split')} · "
+            f"{str(p.get('sampler')).upper()}-{p.get('steps')} · {'EMA' if p.get('ema') else 'raw'}")
+
+
+def leaderboard_note(table: pd.DataFrame) -> str:
+    """What the leaderboard's numbers are: the statistics, their method and the seed counts."""
+    a, level = table.attrs, confidence(table)
+    test = a.get("test", "ttest")
+    return (f"Ranked by `{a.get('metric', 'val_loss')}` ({a.get('direction', 'minimize')}); "
+            f"mean ± std over seeds (std to 2 significant digits, the mean to the same place). "
+            f"{level} CI of the mean: Student t-interval over seeds. Δ: entry − baseline paired "
+            f"by seed; its {level} CI and the verdict (α = {a.get('alpha', 0.05):g}) come from one "
+            f"method, the {METHODS.get(test, test)}, so they always agree; below {MIN_PAIRS} "
+            f"paired seeds: \"too few seeds\". No bootstrap: with this few seeds it is narrower "
+            f"than the truth.")
+
+
+def leaderboard_sections(table: pd.DataFrame, cost: bool = False) -> list[Section]:
+    """One leaderboard per comparison group (rows of different protocols are never ranked
+    together), its other quality metrics, and with `cost` its cost table."""
     if table.empty:
         return [Section("leaderboard", "Leaderboard", "No complete runs.", pd.DataFrame())]
-    a = table.attrs
-    metric = a.get("metric", "val_loss")
-    note = (f"Ranked by `{metric}` ({a.get('direction', 'minimize')}); mean ± std over seeds; "
-            f"95 % CI: percentile bootstrap over seeds (seeded; narrower than the truth below 5 "
-            f"seeds). Δ: entry − baseline paired by seed, {TEST_NAMES.get(a.get('test'), 'paired t-test')}, "
-            f"verdict at α = {a.get('alpha', 0.05)}.")
-    sections = []
+    metric, note, level = table.attrs.get("metric", "val_loss"), leaderboard_note(table), confidence(table)
+    out = []
     for i, (group, part) in enumerate(table.groupby("group", sort=False)):
         base = part["baseline"].dropna().unique() if "baseline" in part else []
         axes = part["pareto_axes"].iloc[0] if "pareto_axes" in part else None
         extra = f" Baseline: {', '.join(map(str, base))}." if len(base) else ""
         extra += f" Pareto: {axes}." if axes else ""
-        sections.append(Section(f"leaderboard-{i}", f"Leaderboard — {group}", note + extra,
-                                leaderboard_frame(part, metric)))
-    return sections
+        short = part["group_label"].iloc[0] if "group_label" in part else group
+        out.append(Section(f"leaderboard-{i}", f"Leaderboard — {short}", note + extra,
+                           leaderboard_frame(part, metric, level), details=group))
+        out.append(Section(f"quality-{i}", f"Other quality metrics — {short}", "Mean ± std over "
+                           "seeds, rows in leaderboard order.", quality_frame(part, metric),
+                           details=group))
+        if cost:
+            out.append(Section(f"cost-{i}", f"Cost — {short}", "Mean ± std over seeds; params in "
+                               "millions; throughput on the machine of each run (provenance).",
+                               cost_frame(part), details=group))
+    return out
 
 
 def sections(results, table: pd.DataFrame) -> list[Section]:
@@ -182,7 +241,7 @@ def sections(results, table: pd.DataFrame) -> list[Section]:
     out = [Section("groups", "Why these rows are not ranked together", "Rows are ranked only "
                    "within a comparison group (same dataset, resolution and evaluation protocol); "
                    "the groups differ in these fields.", groups_frame(results.runs, results.records))]
-    out += leaderboard_sections(table)
+    out += leaderboard_sections(table, cost=True)
     order = list(dict.fromkeys(table["label"])) if not table.empty else None
     if not table.empty:
         out.append(Section("losses", "Training and validation loss", "Final values, mean ± std over "
@@ -214,8 +273,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def render(parts: list[Section], level: str = "##") -> str:
-    blocks = [f"{level} {s.title}\n\n{s.note}\n\n" + (markdown_table(s.frame) if not s.frame.empty
-                                                      else "_no complete runs_") for s in parts]
+    blocks = [f"{level} {s.title}\n\n{s.note}" + (f"\n\nGroup: `{s.details}`" if s.details else "")
+              + "\n\n" + (markdown_table(s.frame) if not s.frame.empty else "_no complete runs_")
+              for s in parts]
     return "\n\n".join(blocks) + "\n"
 
 
@@ -223,7 +283,8 @@ def to_markdown(table: pd.DataFrame, metric: str | None = None) -> str:
     """The leaderboard tables alone (one per comparison group)."""
     if metric and not table.empty:
         table.attrs.setdefault("metric", metric)
-    return render(leaderboard_sections(table))
+    return render([s for s in leaderboard_sections(table)
+                   if s.key.startswith("leaderboard") or not s.frame.empty])
 
 
 def write_markdown(results, table: pd.DataFrame) -> str:

@@ -33,7 +33,8 @@ from bench.errors import BenchError
 from bench.run.results import RESULT, read_result, write_json
 from bench.run.runner import run_one
 from bench.tune.pool import Pool
-from bench.tune.space import Search, make_pruner, make_sampler, parse_search, trial_spec
+from bench.tune.search import Search, make_pruner, make_sampler, parse_search
+from bench.tune.space import trial_spec
 from bench.tune.study import (  # noqa: F401
     STORAGE_ENV,
     Session,

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from bench.data import load_dataset
 from bench.errors import BenchError
-from bench.tune.space import Search, make_pruner, parse_search, quiet_experimental
+from bench.tune.search import Search, make_pruner, parse_search, quiet_experimental
 
 
 # A coordinator's or worker's handle on one study: the suite, its search, storage and folders.
