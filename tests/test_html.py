@@ -4,7 +4,9 @@ The Chromium tests skip only where Chromium is not installed (`.ci/run` installs
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -50,8 +52,14 @@ def parse(text: str) -> Elements:
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
+    """The fixture suite with every leaderboard metric (precision/recall added): the widest page."""
     root = tmp_path_factory.mktemp("res")
     folder = build_suite(root, entries=("base", "clear", "slow"), seeds=(0, 1, 2))
+    for path in folder.glob("*/result.json"):
+        record = json.loads(path.read_text())
+        record["metrics"].update(precision=0.61234 + 0.01 * record["seed"],
+                                 recall=0.4321 - 0.003 * record["seed"])
+        path.write_text(json.dumps(record))
     write_report([folder])
     return folder / "report.html"
 
@@ -124,6 +132,50 @@ def test_chromium_renders_the_report_without_console_errors(page, tmp_path):
     assert border_rows >= 5  # horizontal cell borders of a table with 3+ rows
     spread = pixels.max(-1) - pixels.min(-1)
     assert (spread > 80).sum() > 20_000  # coloured plot pixels (tables and text are grey)
+
+
+def test_headings_name_the_protocol_briefly_with_the_full_one_a_click_away(page):
+    text = page.read_text(encoding="utf-8")
+    short = "synthetic 16px · FID-256 vs train · DDIM-20 · EMA"
+    assert f"<h3>Leaderboard — {short}</h3><details><summary>full protocol</summary>" in text
+    assert "inception=7ff4a85c3a63 pytorch-fid bilinear-299 n=256 ref=train:1024" in text
+    assert not re.search(r"<h3>[^<]*inception=", text)  # no hash in any heading
+
+
+# Appended to a copy of the page (the report itself has no script): where the tables end.
+MEASURE = """<script>
+const tables = [...document.querySelectorAll("table[id]")].map(t => [t.id, t.getBoundingClientRect().right]);
+document.body.setAttribute("data-measure", JSON.stringify({
+  width: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth, tables}));
+</script>"""
+
+
+def measure(page: Path, tmp: Path, extra_css: str = "") -> dict:
+    copy = tmp / f"measured{len(extra_css)}.html"
+    text = page.read_text(encoding="utf-8").replace("</style>", extra_css + "</style>")
+    copy.write_text(text.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+    dom = chromium(copy, tmp, "--dump-dom", "--window-size=1280,800")
+    found = re.search(r'data-measure="([^"]*)"', dom.stdout)
+    assert found, dom.stdout[-500:]
+    return json.loads(html.unescape(found.group(1)))
+
+
+@needs_chromium
+def test_the_leaderboard_fits_a_1280_px_screen(page, tmp_path):
+    layout = measure(page, tmp_path)
+    tables = dict(layout["tables"])
+    assert {"leaderboard-0", "quality-0", "cost-0"} <= set(tables)
+    assert 1200 < layout["width"] <= 1280 and layout["scroll"] <= layout["width"]
+    for key in ("leaderboard-0", "quality-0", "cost-0"):
+        assert 0 < tables[key] <= layout["width"], (key, tables[key])
+    # the check can fail: a leaderboard forced wider than the screen is caught
+    wide = dict(measure(page, tmp_path, 'table[id^="leaderboard"] { min-width: 1500px; }')["tables"])
+    assert wide["leaderboard-0"] > layout["width"]
+    shot = tmp_path / "shot1280.png"
+    chromium(page, tmp_path, f"--screenshot={shot}", "--window-size=1280,800", "--hide-scrollbars")
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[:2] == (800, 1280)
+    assert np.all(pixels == HEADER, axis=-1)[:800].sum() > 2000  # the leaderboard's header row
 
 
 @pytest.mark.slow
