@@ -1,5 +1,6 @@
 """report.html: self-contained (no script, no external URL, every image a PNG data URI), and it
-renders in headless Chromium with no console error; the screenshot shows the tables and the plots.
+renders in headless Chromium with no console error; the screenshot shows the tables and the plots;
+at 1280x800 every leaderboard, quality and cost table ends inside the viewport.
 The Chromium tests skip only where Chromium is not installed (`.ci/run` installs it)."""
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def test_p_values_and_edge_cases():
     assert [numbers.p_value(p) for p in (0.4567, 0.04512, 0.0012, 3e-11, 1.0, math.nan)] == [
         "0.46", "0.045", "0.0012", "< 0.001", "1.0", ""]
     assert numbers.fixed(-0.00001, 3) == "0.000"  # no negative zero
-    assert numbers.interval(-math.inf, math.inf, 2) == "[−∞, ∞]"
+    assert numbers.interval(-math.inf, math.inf, 2) == "[-∞, ∞]"
     assert numbers.decimals(math.nan) is None and numbers.mean_std(None, 1.0, 2) == ""
 
 

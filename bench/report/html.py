@@ -4,7 +4,11 @@ so it opens offline, attaches to an e-mail and archives as one file.
 
 The page answers one study question per section (which entry is best and is it real, what the
 quality costs, how training went, reconstruction vs t, how many samples/steps FID needs, what the
-samples look like), then gives the protocol and environment behind every row.
+samples look like), then gives the protocol and environment behind every row. It fits a 1280 px
+screen: each comparison group's numbers come as three narrow tables (leaderboard, other quality
+metrics, cost) headed by a short protocol label (`FID-4096 vs train · DDPM-1000 · EMA`) with the
+full protocol key one click away (`<details>`); a table that still overflows scrolls with its entry
+column pinned.
 """
 from __future__ import annotations
 

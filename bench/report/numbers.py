@@ -54,7 +54,7 @@ def fixed(value, places: int) -> str:
         return ""
     value = float(value)
     if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
+        return "∞" if value > 0 else "-∞"
     text = f"{value:.{places}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
