@@ -87,7 +87,9 @@ def test_shipped_suites_name_only_recorded_metrics():
 
 
 def test_a_run_records_exactly_what_the_table_says(tmp_path):
-    suite = _with(fid_proxy_n=0)
+    """Every producer on, at a tiny N (the real Inception weights, as the smoke test uses them)."""
+    suite = _with(metrics=list(registry.PRODUCERS), fid_n=8, fid_reference_n=16, fid_proxy_n=4,
+                  kid_subset_size=4, pr_k=2, roundtrip_steps=2)
     path, out = _write(tmp_path, suite), tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--results", str(out),
                            "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=600,
