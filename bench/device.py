@@ -1,4 +1,4 @@
-"""Device choice and precision flags, shared by training, evaluation and benchmarks.
+"""Device choice, precision flags and eval mode, shared by training, evaluation and benchmarks.
 
 Mixed precision follows PyTorch's AMP recipe: bf16 autocast on CUDA (no loss scaling needed),
 fp16 with a GradScaler when asked; CPU runs in fp32. TF32 is PyTorch's documented switch.
@@ -38,3 +38,14 @@ def autocast(device: torch.device, amp: str):
     if device.type != "cuda" or amp == "none":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """`model.eval()` inside the block; its train/eval mode restored after (even on an error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

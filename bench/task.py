@@ -1,17 +1,32 @@
-"""Conditional tasks by channel concatenation (SR3, Saharia et al. 2021; Palette, Saharia et al. 2022;
-study 002 generates the bottom half of a face from its top half).
+"""What a run generates: a task object wraps the denoiser and supplies its conditioning images.
+
+Conditional tasks work by channel concatenation (SR3, Saharia et al. 2021; Palette, Saharia et al.
+2022; study 002 generates the bottom half of a face from its top half). Every caller goes through one
+object, whatever the task: `task.denoiser(model, x0)` (training and validation: conditioned on the
+clean batch itself), `task.sampling_net(model, n, offset)` (sampling: conditioned on held-out images
+[offset, offset + n)) and `task.finish(samples, offset)` (the samples as scored, plus task metrics).
+`Task` itself is the unconditional task (the model as it is); `make_task` picks the class by
+`task.kind`.
 
 For `inpaint`, the denoiser sees `cat(x_t, x0 * keep, keep)`: the known pixels and the mask itself
 (C + 1 extra channels, passed to the architecture as `cond_channels`). The loss is the usual one on
 the whole image; samples are composited (known pixels pasted back) before they are scored, and the
 score is the PSNR of the generated region against the held-out ground truth.
+
+The held-out images come from a supplier `heldout(n, offset) -> images in [-1, 1]` handed over by
+the caller (`bench.run.build`), so this module stays below `bench.data` in the import graph.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from bench.errors import BenchError
+
 MASKS = ("bottom_half", "top_half", "left_half", "right_half", "center")
+HeldOut = Callable[[int, int], torch.Tensor]  # (n, offset) -> held-out images [n, C, H, W] in [-1, 1]
 
 
 def keep_mask(mask: str, size: int, device=None) -> torch.Tensor:
@@ -27,22 +42,81 @@ def keep_mask(mask: str, size: int, device=None) -> torch.Tensor:
     return keep
 
 
-def cond_channels(task, channels: int) -> int:
-    """Extra input channels the task adds to the denoiser (0 when unconditional)."""
-    return 0 if task.kind == "unconditional" else channels + 1
+class Task:
+    """The unconditional task: the denoiser as it is, nothing to condition on, samples as drawn."""
 
+    kind = "unconditional"
 
-def make_condition(task, x0: torch.Tensor) -> torch.Tensor:
-    """The conditioning channels for clean images x0 in [-1, 1]: known pixels and the mask."""
-    keep = keep_mask(task.mask, x0.shape[-1], x0.device).expand(x0.shape[0], 1, -1, -1)
-    return torch.cat([x0 * keep, keep], dim=1)
+    def __init__(self, cfg=None, channels: int = 0, heldout: HeldOut | None = None):
+        self.cfg, self.channels, self._heldout = cfg, channels, heldout
 
+    @staticmethod
+    def extra_channels(channels: int) -> int:
+        """Conditioning channels the task adds to a `channels`-channel image."""
+        return 0
 
-def conditioned(model, task, x0: torch.Tensor | None):
-    """`model` itself when unconditional, else a callable (x, t) -> model(cat(x, cond(x0)), t)."""
-    if task.kind == "unconditional" or x0 is None:
+    @property
+    def cond_channels(self) -> int:
+        return self.extra_channels(self.channels)
+
+    def denoiser(self, model, x0: torch.Tensor):
+        """`model` conditioned on the clean images `x0` (training, validation)."""
         return model
-    return Conditioned(model, make_condition(task, x0))
+
+    def sampling_net(self, model, n: int, offset: int = 0):
+        """`model` to sample `n` images with, conditioned on held-out images [offset, offset + n)."""
+        return model
+
+    def finish(self, samples: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, dict]:
+        """(the samples as they are scored, task metrics) of samples drawn by `sampling_net`."""
+        return samples, {}
+
+
+class Inpaint(Task):
+    """Generate the masked region given the rest of a held-out image."""
+
+    kind = "inpaint"
+
+    @staticmethod
+    def extra_channels(channels: int) -> int:
+        return channels + 1
+
+    def denoiser(self, model, x0: torch.Tensor):
+        return Conditioned(model, make_condition(self.cfg, x0))
+
+    def given(self, n: int, offset: int = 0) -> torch.Tensor:
+        """Held-out images [offset, offset + n) in [-1, 1]: what the samples are conditioned on."""
+        if self._heldout is None:
+            raise BenchError("task: inpaint samples need held-out images; none were supplied")
+        return self._heldout(n, offset)
+
+    def sampling_net(self, model, n: int, offset: int = 0):
+        return self.denoiser(model, self.given(n, offset))
+
+    def finish(self, samples: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, dict]:
+        given = self.given(len(samples), offset)
+        pasted = composite(self.cfg, samples, given)
+        return pasted, {"inpaint_psnr": inpaint_psnr(self.cfg, pasted, given)}
+
+
+TASKS: dict[str, type[Task]] = {"unconditional": Task, "inpaint": Inpaint}
+UNCONDITIONAL = Task()  # the default of the training loop and the validation loss
+
+
+def make_task(cfg, channels: int, heldout: HeldOut | None = None) -> Task:
+    """The task object for a `TaskConfig` on `channels`-channel images."""
+    return TASKS[cfg.kind](cfg, channels, heldout)
+
+
+def cond_channels(cfg, channels: int) -> int:
+    """Extra input channels the task `cfg` adds to the denoiser (0 when unconditional)."""
+    return TASKS[cfg.kind].extra_channels(channels)
+
+
+def make_condition(cfg, x0: torch.Tensor) -> torch.Tensor:
+    """The conditioning channels for clean images x0 in [-1, 1]: known pixels and the mask."""
+    keep = keep_mask(cfg.mask, x0.shape[-1], x0.device).expand(x0.shape[0], 1, -1, -1)
+    return torch.cat([x0 * keep, keep], dim=1)
 
 
 class Conditioned(nn.Module):
@@ -56,15 +130,15 @@ class Conditioned(nn.Module):
         return self.model(torch.cat([x, self.cond.to(x.dtype)], dim=1), t)
 
 
-def composite(task, samples: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+def composite(cfg, samples: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """Known pixels pasted back over the generated ones."""
-    keep = keep_mask(task.mask, x0.shape[-1], x0.device)
+    keep = keep_mask(cfg.mask, x0.shape[-1], x0.device)
     return keep * x0 + (1 - keep) * samples
 
 
-def inpaint_psnr(task, samples: torch.Tensor, x0: torch.Tensor) -> float:
+def inpaint_psnr(cfg, samples: torch.Tensor, x0: torch.Tensor) -> float:
     """PSNR (dB, images in [0, 1]) of the generated region against the ground truth."""
-    hole = 1 - keep_mask(task.mask, x0.shape[-1], x0.device)
+    hole = 1 - keep_mask(cfg.mask, x0.shape[-1], x0.device)
     err = ((samples - x0) / 2) ** 2 * hole
     mse = err.sum() / (hole.sum() * x0.shape[0] * x0.shape[1])
     return float(10 * torch.log10(1 / mse.clamp(min=1e-12)))

@@ -28,7 +28,7 @@ from bench.config.suite import parse_suite
 from bench.data import load_dataset
 from bench.device import autocast, precision_flags
 from bench.diffusion import Diffusion
-from bench.run.runner import build_run
+from bench.run.build import build_run
 from bench.train.loop import train
 
 OUT = common.ROOT / "benchmarks" / "train_throughput.json"
@@ -72,15 +72,15 @@ def harness_spec(args, device: torch.device):
 
 def run_harness(spec, dataset, device: torch.device, warmup: int) -> dict:
     """`bench.train.loop.train` as `bench run` calls it; the hook only reads the clock."""
-    parts = build_run(spec, dataset, device)
+    ctx = build_run(spec, dataset, device)
     marks: dict[int, tuple[float, float]] = {}
 
     def on_eval(state: dict) -> None:  # after step `warmup` (periodic) and after the last step
         marks.setdefault(state["step"], (common.clock(device), state["train_seconds"]))
 
     window = common.reset_peak(device)
-    state = train(parts["model"], parts["diffusion"], parts["batches"], spec.train, spec.budget,
-                  generator=parts["noise_gen"], every_kimg=spec.eval.every_kimg, on_eval=on_eval,
+    state = train(ctx.model, ctx.diffusion, ctx.batches, spec.train, spec.budget,
+                  generator=ctx.noise_gen, every_kimg=spec.eval.every_kimg, on_eval=on_eval,
                   progress=False)
     memory = common.peak_memory(device, window)
     (wall0, train0), (wall1, train1) = marks[warmup], marks[state["step"]]

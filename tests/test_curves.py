@@ -28,7 +28,7 @@ from bench.run.curves import (
     merge_curves,
     spec_from_result,
 )
-from bench.run.runner import build_run
+from bench.run.build import build_run
 
 SUITE = """
 name: curves

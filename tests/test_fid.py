@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance
 
+from bench.data import to_uint8
 from bench.errors import BenchError
 from bench.metrics import fid, inception
 from bench.metrics.fid import (
@@ -21,7 +22,6 @@ from bench.metrics.fid import (
     precision_recall,
     protocol_differences,
     protocol_key,
-    quantize_uint8,
     reference_features,
     reference_stats,
 )
@@ -117,13 +117,13 @@ def test_precision_recall_identical_disjoint_and_mode_collapse():
 
 # -- quantization ------------------------------------------------------------------------------------
 
-def test_quantize_uint8_matches_a_save_image_png_round_trip(tmp_path):
+def test_to_uint8_matches_a_save_image_png_round_trip(tmp_path):
     from torchvision.utils import save_image
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 3, 8, 8, generator=g) * 2.4 - 1.2          # includes out-of-range values
     x[0, 0, 0, :4] = torch.tensor([-1.0, 1.0, (2 * 100.5 / 255) - 1, 0.0])  # edges and a .5 tie
-    q = quantize_uint8(x)
+    q = to_uint8(x)
     for i in range(len(x)):
         save_image((x[i] + 1) / 2, tmp_path / f"{i}.png")
         png = np.array(Image.open(tmp_path / f"{i}.png").convert("RGB"))

@@ -8,12 +8,13 @@ import torch
 
 from bench.config.schema import TaskConfig
 from bench.task import (
+    Task,
     composite,
     cond_channels,
-    conditioned,
     inpaint_psnr,
     keep_mask,
     make_condition,
+    make_task,
 )
 
 TASK = TaskConfig(kind="inpaint", mask="bottom_half")
@@ -44,9 +45,11 @@ def test_conditioned_model_sees_concatenated_channels():
         return x[:, :3]
 
     x0 = torch.zeros(2, 3, 8, 8)
-    out = conditioned(model, TASK, x0)(torch.ones(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))
+    out = make_task(TASK, 3).denoiser(model, x0)(torch.ones(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))
     assert seen["shape"] == (2, 7, 8, 8) and out.shape == (2, 3, 8, 8)
-    assert conditioned(model, TaskConfig(), x0) is model
+    plain = make_task(TaskConfig(), 3)
+    assert type(plain) is Task and plain.denoiser(model, x0) is model
+    assert plain.sampling_net(model, 2) is model and plain.cond_channels == 0
 
 
 def test_composite_and_psnr_closed_form():
@@ -55,3 +58,21 @@ def test_composite_and_psnr_closed_form():
     pasted = composite(TASK, samples, x0)
     assert pasted[:, :, :4].eq(0).all() and torch.allclose(pasted[:, :, 4:], samples[:, :, 4:])
     assert inpaint_psnr(TASK, pasted, x0) == pytest.approx(10 * math.log10(1 / 0.01), rel=1e-5)
+
+
+def test_task_conditions_samples_on_the_held_out_images_it_is_given():
+    heldout = torch.rand(6, 3, 8, 8) * 2 - 1
+    asked = []
+
+    def supply(n, offset):
+        asked.append((n, offset))
+        return heldout[offset:offset + n]
+
+    task = make_task(TASK, 3, supply)
+    net = task.sampling_net(lambda x, t: x[:, :3], 2, offset=3)
+    assert asked == [(2, 3)] and torch.equal(net.cond, make_condition(TASK, heldout[3:5]))
+    samples = torch.zeros(2, 3, 8, 8)
+    pasted, metrics = task.finish(samples, offset=3)
+    assert torch.equal(pasted, composite(TASK, samples, heldout[3:5]))
+    assert metrics == {"inpaint_psnr": inpaint_psnr(TASK, pasted, heldout[3:5])}
+    assert make_task(TaskConfig(), 3).finish(samples) == (samples, {})

@@ -126,7 +126,7 @@ def test_interrupted_study_continues_with_earlier_trials_intact(tmp_path, monkey
 
     def run_one(spec, run_dir, dataset, *, hooks=(), progress=True):
         def ctrl_c(phase, ctx):  # Ctrl-C during trial 1, after its first checkpoint
-            if interrupt[0] and spec.entry.name == "tiny-t001" and ctx["state"]["images"] == 64:
+            if interrupt[0] and spec.entry.name == "tiny-t001" and ctx.state["images"] == 64:
                 raise KeyboardInterrupt
         return real_run(spec, run_dir, dataset, hooks=[*hooks, ctrl_c], progress=progress)
 

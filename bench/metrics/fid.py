@@ -8,8 +8,8 @@ Sources:
 - KID: Binkowski et al. 2018, unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3, mean and std
   over random subsets (as torch-fidelity / the paper's code).
 - Precision / recall: Kynkaanniemi et al. 2019, k-NN balls around each feature vector as the manifold.
-- Quantization: torchvision `save_image` (x * 255 + 0.5, clamp, truncate), so in-memory samples are
-  exactly the pixels a saved PNG would hold.
+- Quantization of the samples scored: `bench.data.to_uint8`, torchvision `save_image`'s rounding
+  (x * 255 + 0.5, clamp, truncate), so in-memory samples are exactly the pixels a saved PNG holds.
 """
 from __future__ import annotations
 
@@ -28,11 +28,6 @@ from bench.errors import BenchError, choices_error
 from bench.metrics.inception import cache_dir
 
 REFERENCE_KEY_FIELDS = ("dataset", "split", "n", "resolution", "weights_sha256", "preprocessing")
-
-
-def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] -> uint8, bit-identical to `save_image((x + 1) / 2)` read back (fp32 math)."""
-    return ((x.float() + 1) / 2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
 
 
 def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,9 @@ import json
 import numpy as np
 import torch
 
+from bench.data import to_uint8
 from bench.metrics import fid as F
+from bench.metrics.hook import EvalContext
 from bench.metrics.inception import PREPROCESSING, extract_features, load_inception
 from bench.metrics.sampling import sample
 from bench.metrics.ssim import reconstruction_metrics, roundtrip_metrics
@@ -31,13 +33,14 @@ FEATURE_METRICS = {"fid", "kid", "pr"}
 
 
 class QualityHook:
-    """hook(phase, context): FID proxy during training; the requested metrics at the end."""
+    """hook(phase, ctx) (`bench.metrics.hook`): FID proxy during training; the requested metrics
+    at the end, with the protocol they were measured under written into `ctx.record`."""
 
     def __init__(self, spec, inception: tuple | None = None):
         self.spec, self.cfg = spec, spec.eval
         self._inception = inception  # (module, sha256) to share a loaded network, else loaded lazily
 
-    def __call__(self, phase: str, ctx: dict) -> dict:
+    def __call__(self, phase: str, ctx: EvalContext) -> dict:
         if phase == "train":
             if not self.cfg.fid_proxy_n:
                 return {}
@@ -60,46 +63,44 @@ class QualityHook:
             self._inception = load_inception(self.cfg.inception_weights, device)
         return self._inception
 
-    def sample_batches(self, ctx: dict, n: int, steps):
+    def sample_batches(self, ctx: EvalContext, n: int, steps):
         """(offset, samples in [-1, 1]) of the seeded stream FID scores, one sampling batch at a time."""
         cfg = dataclasses.replace(self.cfg, steps=steps)
-        make = ctx["net_for_sampling"]()
         for i, start in enumerate(range(0, n, self.cfg.sample_batch)):
             b = min(self.cfg.sample_batch, n - start)
-            yield start, sample(make(b, start), ctx["diffusion"], cfg, b, ctx["shape"],
-                                seed=sample_seed(self.cfg.fid_seed, i), amp=ctx["amp"],
-                                device=ctx["device"])
+            yield start, sample(ctx.net_for_sampling(b, start), ctx.diffusion, cfg, b, ctx.shape,
+                                seed=sample_seed(self.cfg.fid_seed, i), amp=ctx.amp,
+                                device=ctx.device)
 
-    def generated_features(self, ctx: dict, n: int, steps) -> np.ndarray:
+    def generated_features(self, ctx: EvalContext, n: int, steps) -> np.ndarray:
         """Features of `n` samples drawn batch by batch from one seeded stream (fid_seed)."""
-        module, _ = self.inception(ctx["device"])
-        return np.concatenate([extract_features(module, F.quantize_uint8(x), self.cfg.fid_batch,
-                                                ctx["device"])
+        module, _ = self.inception(ctx.device)
+        return np.concatenate([extract_features(module, to_uint8(x), self.cfg.fid_batch, ctx.device)
                                for _, x in self.sample_batches(ctx, n, steps)])
 
-    def reference_key(self, ctx: dict) -> dict:
+    def reference_key(self, ctx: EvalContext) -> dict:
         data = {k: v for k, v in dataclasses.asdict(self.spec.data).items() if k != "flip"}
         images = self.reference_images(ctx)
-        _, sha = self.inception(ctx["device"])
+        _, sha = self.inception(ctx.device)
         return {"dataset": json.dumps(data, sort_keys=True), "split": self.cfg.fid_reference,
                 "n": len(images), "resolution": self.spec.data.image_size,
                 "weights_sha256": sha, "preprocessing": PREPROCESSING}
 
-    def reference_images(self, ctx: dict) -> torch.Tensor:
-        dataset = ctx["dataset"]
+    def reference_images(self, ctx: EvalContext) -> torch.Tensor:
+        dataset = ctx.dataset
         images = dataset.train if self.cfg.fid_reference == "train" else dataset.heldout
         return images[: self.cfg.fid_reference_n] if self.cfg.fid_reference_n else images
 
-    def reference(self, ctx: dict, stats: bool):
+    def reference(self, ctx: EvalContext, stats: bool):
         """Cached reference (mu, sigma) when `stats`, else the reference features."""
-        module, _ = self.inception(ctx["device"])
+        module, _ = self.inception(ctx.device)
         compute = lambda: extract_features(module, self.reference_images(ctx), self.cfg.fid_batch,
-                                           ctx["device"])
+                                           ctx.device)
         key = self.reference_key(ctx)
         return F.reference_stats(key, compute) if stats else F.reference_features(key, compute)
 
     # -- end-of-run metrics --------------------------------------------------------------------
-    def feature_metrics(self, ctx: dict) -> dict:
+    def feature_metrics(self, ctx: EvalContext) -> dict:
         feats = self.generated_features(ctx, self.cfg.fid_n, self.cfg.steps)
         out = {}
         if "fid" in self.cfg.metrics:
@@ -112,30 +113,31 @@ class QualityHook:
                                                         seed=self.cfg.fid_seed)
             if "pr" in self.cfg.metrics:
                 out.update(F.precision_recall(ref, feats, k=self.cfg.pr_k))
-        self.record_protocol(ctx)
+        protocol = self.protocol(ctx)
+        ctx.record["protocol"] = protocol.to_dict()
+        ctx.record["protocol_key"] = F.protocol_key(protocol)
         return out
 
-    def record_protocol(self, ctx: dict) -> None:
+    def protocol(self, ctx: EvalContext) -> F.Protocol:
+        """The protocol of this hook's FID/KID/PR numbers (what makes two of them comparable)."""
         key = self.reference_key(ctx)
-        protocol = F.Protocol(weights_sha256=key["weights_sha256"], preprocessing=PREPROCESSING,
+        return F.Protocol(weights_sha256=key["weights_sha256"], preprocessing=PREPROCESSING,
                               n_generated=self.cfg.fid_n, reference_split=self.cfg.fid_reference,
                               reference_n=key["n"], sampler=self.cfg.sampler,
                               steps=resolve_steps(self.cfg.sampler, self.cfg.steps,
-                                                  ctx["diffusion"].T),
+                                                  ctx.diffusion.T),
                               eta=float(self.cfg.sampler_opts.get("eta", 1.0 if self.cfg.sampler != "ddim" else 0.0)),
                               ema=self.cfg.use_ema, sampling_seed=self.cfg.fid_seed)
-        ctx["record"]["protocol"] = protocol.to_dict()
-        ctx["record"]["protocol_key"] = F.protocol_key(protocol)
 
-    def recon(self, ctx: dict, fn, name: str, prefix: str, extra: dict) -> dict:
+    def recon(self, ctx: EvalContext, fn, name: str, prefix: str, extra: dict) -> dict:
         """Per-t SSIM/PSNR table into the record, and its mean over t as leaderboard scalars."""
-        images = ctx["dataset"].heldout[: self.cfg.recon_images]
-        kwargs = dict(batch_size=self.cfg.sample_batch, device=ctx["device"], **extra)
+        images = ctx.dataset.heldout[: self.cfg.recon_images]
+        kwargs = dict(batch_size=self.cfg.sample_batch, device=ctx.device, **extra)
         if fn is reconstruction_metrics:
             kwargs["generator"] = torch.Generator().manual_seed(self.cfg.fid_seed)
-        table = fn(ctx["net_for_sampling"]()(len(images), 0), ctx["diffusion"], images,
-                   self.cfg.recon_t, **kwargs)
-        ctx["record"].setdefault("metrics", {})[name] = {str(t): v for t, v in table.items()}
+        table = fn(ctx.net_for_sampling(len(images)), ctx.diffusion, images, self.cfg.recon_t,
+                   **kwargs)
+        ctx.record.setdefault("metrics", {})[name] = {str(t): v for t, v in table.items()}
         return {f"{prefix}ssim_mean": float(np.mean([v["ssim_mean"] for v in table.values()])),
                 f"{prefix}psnr_mean": float(np.mean([v["psnr_mean"] for v in table.values()]))}
 

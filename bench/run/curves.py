@@ -8,8 +8,9 @@ cost sit in one table.
 
 Feature generation, the reference statistics (cached) and the protocol record are the run's own
 (`bench.metrics.quality.QualityHook`), so a curve point at the run's (sampler, steps, N, seed) is the
-run's FID. The run's model is rebuilt by `bench.run.runner.build_run` from `result.json["config"]` and
-`checkpoint.pt` (EMA weights unless `raw`). The curves go into `result.json["curves"]`; every other
+run's FID. The run is rebuilt through the same path as `bench run` (`bench.run.build.build_run`,
+from `result.json["config"]` and the run's own record) and its weights from `checkpoint.pt` (EMA
+unless `raw`). The curves go into `result.json["curves"]`; every other
 key of the result is left as it was.
 """
 from __future__ import annotations
@@ -23,13 +24,13 @@ from torchvision.utils import save_image
 
 from bench.config.schema import ModelEntry, build
 from bench.config.suite import SECTIONS, RunSpec
-from bench.device import precision_flags
 from bench.errors import BenchError, choices_error
 from bench.metrics import fid as F
 from bench.metrics.quality import QualityHook
 from bench.metrics.sampling import sampling_cost
+from bench.run.build import build_run
+from bench.run.context import RunContext
 from bench.run.results import CHECKPOINT, RESULT, read_result, write_json, write_with
-from bench.run.runner import build_run, sampling_nets
 from bench.samplers import SAMPLER_OPTIONS, SAMPLERS, resolve_steps
 from bench.train.optim import make_ema
 
@@ -69,9 +70,9 @@ def spec_from_result(result: dict, where: str = RESULT) -> RunSpec:
                    capacity=result.get("capacity"), **sections)
 
 
-def load_network(spec: RunSpec, parts: dict, checkpoint: dict, ema: bool) -> torch.nn.Module:
+def load_network(spec: RunSpec, ctx: RunContext, checkpoint: dict, ema: bool) -> torch.nn.Module:
     """The run's denoiser with its EMA (AveragedModel, as in training) or raw weights, eval mode."""
-    model = parts["model"]
+    model = ctx.model
     if not ema:
         model.load_state_dict(checkpoint["model"])
         return model.eval()
@@ -136,13 +137,9 @@ class RunCurves:
                  device: torch.device):      # where sampling and features run
         self.run_dir, self.spec, self.settings = Path(run_dir), spec, settings
         self.inception, self.device = inception, device
-        parts = build_run(spec, dataset, device)
+        ctx = build_run(spec, dataset, device, run_dir, record=read_result(self.run_dir))
         checkpoint = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
-        self.net = load_network(spec, parts, checkpoint, ema=not settings.raw)
-        self.ctx = {"spec": spec, "dataset": dataset, "device": device, "record": {},
-                    "amp": precision_flags(device, spec.train)["amp"], "diffusion": parts["diffusion"],
-                    "shape": (spec.data.channels, spec.data.image_size, spec.data.image_size)}
-        self.ctx["net_for_sampling"] = sampling_nets(self.ctx, self.net)
+        self.ctx = ctx.evaluating(load_network(spec, ctx, checkpoint, ema=not settings.raw))
         T = spec.diffusion.timesteps
         self.base = dataclasses.replace(   # the run's sampler and steps, this evaluation's seed and weights
             spec.eval, steps=resolve_steps(spec.eval.sampler, spec.eval.steps, T),
@@ -168,11 +165,10 @@ class RunCurves:
         return feats
 
     def protocol(self, hook: QualityHook, drop: tuple[str, ...], **extra) -> dict:
-        """The run's protocol record for `hook` (QualityHook.record_protocol), less the fields that
+        """The run's protocol record for `hook` (QualityHook.protocol), less the fields that
         vary along the curve, plus what else the numbers depend on."""
-        hook.record_protocol(self.ctx)
-        protocol = {k: v for k, v in self.ctx["record"]["protocol"].items() if k not in drop}
-        return {**protocol, "sample_batch": hook.cfg.sample_batch, "amp": self.ctx["amp"], **extra}
+        protocol = {k: v for k, v in hook.protocol(self.ctx).to_dict().items() if k not in drop}
+        return {**protocol, "sample_batch": hook.cfg.sample_batch, "amp": self.ctx.amp, **extra}
 
     def fid_vs_n(self) -> tuple[list[dict], dict]:
         """FID and KID at each N, from prefixes of one set of max(N) samples (study 001, Fig. 9)."""
@@ -197,9 +193,9 @@ class RunCurves:
         for sampler, steps in pairs:
             hook = self.hook(sampler, steps, n)
             fid = F.fid_from_features(self.features(sampler, steps, n), hook.reference(self.ctx, stats=True))
-            net = self.ctx["net_for_sampling"]()(hook.cfg.sample_batch, 0)
-            cost = sampling_cost(net, self.ctx["diffusion"], hook.cfg, self.ctx["shape"],
-                                 amp=self.ctx["amp"], device=self.device)   # after sampling: warm
+            cost = sampling_cost(self.ctx.net_for_sampling(hook.cfg.sample_batch), self.ctx.diffusion,
+                                 hook.cfg, self.ctx.shape, amp=self.ctx.amp,
+                                 device=self.device)   # after sampling: warm
             eta = self.protocol(hook, ())["eta"]
             rows.append({"sampler": sampler, "steps": steps, "eta": eta, "fid": fid,
                          "sample_img_per_s": cost["sample_img_per_s"]})

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.device import autocast
-from bench.task import conditioned
+from bench.data import to_float
+from bench.device import autocast, eval_mode
+from bench.task import UNCONDITIONAL, Task
 
 VAL_SEED = 20_240_601  # constant: the validation triples are the same for every run
 
@@ -21,7 +22,7 @@ def validation_triples(heldout: torch.Tensor, n_images: int, t_per_image: int, T
     gen = torch.Generator().manual_seed(VAL_SEED)
     n = min(n_images, len(heldout))
     pick = torch.randperm(len(heldout), generator=gen)[:n]
-    x0 = heldout[pick].float().div(127.5).sub(1).repeat_interleave(t_per_image, 0)
+    x0 = to_float(heldout[pick]).repeat_interleave(t_per_image, 0)
     k = n * t_per_image
     strata = (torch.arange(k) + torch.rand(k, generator=gen, dtype=torch.float64)) / k
     t = (strata * T).long().clamp(max=T - 1)[torch.randperm(k, generator=gen)]
@@ -31,18 +32,15 @@ def validation_triples(heldout: torch.Tensor, n_images: int, t_per_image: int, T
 
 @torch.no_grad()
 def validation_loss(model, diffusion, triples, batch_size: int, amp: str = "none",
-                    task=None) -> dict:
+                    task: Task = UNCONDITIONAL) -> dict:
     """Mean loss over the fixed triples, and per quarter of the timestep range (q1 = smallest t)."""
     x0, t, noise = triples
     losses = []
-    was_training = model.training
-    model.eval()
-    with autocast(x0.device, amp):
+    with eval_mode(model), autocast(x0.device, amp):
         for i in range(0, len(x0), batch_size):
             sl = slice(i, i + batch_size)
-            net = model if task is None else conditioned(model, task, x0[sl])
+            net = task.denoiser(model, x0[sl])
             losses.append(diffusion.loss(net, x0[sl], t=t[sl], noise=noise[sl])[0].float())
-    model.train(was_training)
     loss = torch.cat(losses)
     quarter = (t * 4 // diffusion.T).clamp(max=3)
     result = {"val_loss": loss.mean().item()}

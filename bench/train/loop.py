@@ -15,13 +15,14 @@ import torch
 from tqdm import tqdm
 
 from bench.device import autocast
-from bench.task import conditioned
+from bench.task import UNCONDITIONAL, Task
 from bench.train.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
 
 
 def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Generator,
           every_kimg: float | None = None, on_eval: Callable | None = None,
-          resume: dict | None = None, progress: bool = True, task=None) -> dict:
+          resume: dict | None = None, progress: bool = True,
+          task: Task = UNCONDITIONAL) -> dict:
     """Train `model` until the budget is spent.
 
     Returns the state: counters (step, images, train_seconds), per-step `losses`, `history` and
@@ -47,7 +48,7 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
             group["lr"] = lr
         x0 = next(batches)[:n]
         with autocast(device, cfg.amp):
-            loss = diffusion.loss(_denoiser(step_fn, task, x0), x0, generator=generator)[0].mean()
+            loss = diffusion.loss(task.denoiser(step_fn, x0), x0, generator=generator)[0].mean()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
@@ -68,11 +69,6 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
     if on_eval and state.get("last_eval_step") != state["step"]:
         on_eval(state)
     return state
-
-
-def _denoiser(model, task, x0):
-    """The model, or (conditional tasks) the model with this batch's conditioning channels."""
-    return model if task is None else conditioned(model, task, x0)
 
 
 def _new_state() -> dict:

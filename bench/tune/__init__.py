@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.errors import BenchError
+from bench.run.context import RunContext
 from bench.run.results import RESULT, read_result, write_json
 from bench.run.runner import run_one
 from bench.tune.pool import Pool
@@ -76,17 +77,17 @@ def heartbeat(storage, trial_id: int, interval: int):
 
 def pruning_hook(trial: optuna.Trial, metric: str):
     """Runner hook: report `metric` at each in-training eval (step = images seen); maybe prune."""
-    def hook(phase: str, ctx: dict):
+    def hook(phase: str, ctx: RunContext):
         if phase != "train":
             return None
-        value = ctx["point"].get(metric)
+        value = ctx.point.get(metric)
         if value is None:
-            measured = ", ".join(k for k, v in ctx["point"].items() if isinstance(v, float))
+            measured = ", ".join(k for k, v in ctx.point.items() if isinstance(v, float))
             raise BenchError(f"search.prune_on: {metric!r} is not measured during training; "
                              f"measured: {measured}")
-        trial.report(float(value), ctx["state"]["images"])
+        trial.report(float(value), ctx.state["images"])
         if math.isnan(value) or trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at {ctx['state']['images'] / 1000:g} kimg "
+            raise optuna.TrialPruned(f"pruned at {ctx.state['images'] / 1000:g} kimg "
                                      f"({metric} = {value:.4g})")
         return None
     return hook

@@ -1,0 +1,59 @@
+"""`build_run`: the one path from a `RunSpec` to a `RunContext` (model, diffusion, task, batches,
+generators, validation triples, precision flags, record), used by `bench run` (`bench.run.runner`)
+and by the evaluation of a finished run (`bench.run.curves`), so both see the very same parts.
+
+Everything is seeded from the run's seed: weight init by `torch.manual_seed(seed)`, the data order
+and flips by a generator seeded `seed`, the training noise by one seeded `seed + 1_000_003`.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from architectures import create
+from bench.config.suite import RunSpec
+from bench.data import Dataset, DeviceBatches, heldout_images
+from bench.device import precision_flags
+from bench.diffusion import Diffusion
+from bench.run.context import RunContext
+from bench.run.evaluate import validation_triples
+from bench.run.results import CHECKPOINT, SAMPLES, environment
+from bench.task import make_task
+
+
+def build_run(spec: RunSpec, dataset: Dataset, device: torch.device, run_dir: str | Path | None = None,
+              record: dict | None = None) -> RunContext:
+    """The run's context; `record` is the result being written (a fresh `running` one if None)."""
+    flags = precision_flags(device, spec.train)
+    task = make_task(spec.task, spec.data.channels, partial(heldout_images, dataset.heldout,
+                                                            device=device))
+    torch.manual_seed(spec.seed)  # weight init
+    model = create(spec.entry.arch, in_channels=spec.data.channels, out_channels=spec.data.channels,
+                   image_size=spec.data.image_size, cond_channels=task.cond_channels or None,
+                   **spec.entry.kwargs).to(device)
+    if spec.train.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    data_gen = torch.Generator(device).manual_seed(spec.seed)
+    noise_gen = torch.Generator(device).manual_seed(spec.seed + 1_000_003)
+    batches = DeviceBatches(dataset.train.to(device), spec.train.batch_size, data_gen,
+                            flip=spec.data.flip)
+    diffusion = Diffusion(spec.diffusion.schedule, spec.diffusion.timesteps,
+                          spec.diffusion.target, spec.diffusion.min_snr_gamma)
+    triples = validation_triples(dataset.heldout, spec.eval.val_images, spec.eval.val_t_per_image,
+                                 diffusion.T, device)
+    return RunContext(spec=spec, run_dir=Path(run_dir) if run_dir is not None else None,
+                      device=device, flags=flags, dataset=dataset, model=model, diffusion=diffusion,
+                      task=task, batches=batches, noise_gen=noise_gen, triples=triples,
+                      record=new_record(spec, device, flags, dataset) if record is None else record)
+
+
+def new_record(spec: RunSpec, device: torch.device, flags: dict, dataset: Dataset) -> dict:
+    """The result record of a run that has just started (`status: running`)."""
+    return {"suite": spec.suite, "entry": spec.entry.name, "arch": spec.entry.arch,
+            "seed": spec.seed, "run_id": spec.run_id, "status": "running",
+            "config": spec.config(), "capacity": spec.capacity, "metrics": {}, "history": [],
+            "budget": {}, "timing": {}, "data": dataset.info,
+            "environment": environment(device, flags),
+            "files": {"samples": SAMPLES, "checkpoint": CHECKPOINT}}

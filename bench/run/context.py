@@ -1,0 +1,67 @@
+"""`RunContext`: one run's parts (spec, folder, device, data, model, diffusion, task, record), typed.
+
+Built by `bench.run.build.build_run` for both a training run (`bench.run.runner`) and the
+evaluation of a finished one (`bench.run.curves`). The per-evaluation state — the network evaluated
+(`net`), the training state (`state`) and the history point (`point`) — is None on the base context;
+`ctx.evaluating(net, state, point)` returns a copy with it filled in, which is what every hook sees.
+
+Hooks read it through `bench.metrics.hook.EvalContext` (a Protocol: `bench.metrics` may not import
+`bench.run`); this dataclass satisfies it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.config.suite import RunSpec
+from bench.data import Dataset, DeviceBatches, heldout_images
+from bench.diffusion import Diffusion
+from bench.task import Task
+
+
+@dataclass
+class RunContext:
+    spec: RunSpec                     # the run (resolved config, seed, id)
+    run_dir: Path | None              # its folder (result.json, checkpoint.pt, samples.png)
+    device: torch.device              # where it trains and samples
+    flags: dict                       # precision flags in effect (bench.device.precision_flags)
+    dataset: Dataset                  # uint8 train / heldout images
+    model: torch.nn.Module            # the raw denoiser being trained
+    diffusion: Diffusion
+    task: Task                        # wraps the denoiser, supplies conditioning images
+    batches: DeviceBatches            # training batches (data order generator inside)
+    noise_gen: torch.Generator        # training noise / timestep generator
+    triples: tuple                    # fixed validation (x0, t, noise), bench.run.evaluate
+    record: dict = field(default_factory=dict)  # the result record being written
+    net: torch.nn.Module | None = None  # per evaluation: the network evaluated (EMA or raw)
+    state: dict | None = None         # per evaluation: the training state (bench.train.loop)
+    point: dict | None = None         # per in-training evaluation: its history point
+
+    @property
+    def amp(self) -> str:
+        """Autocast mode in effect (bf16 | fp16 | none)."""
+        return self.flags["amp"]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of a generated image."""
+        return (self.spec.data.channels, self.spec.data.image_size, self.spec.data.image_size)
+
+    def evaluating(self, net: torch.nn.Module, state: dict | None = None,
+                   point: dict | None = None) -> RunContext:
+        """This context at one evaluation of `net` (same record, same parts)."""
+        return dataclasses.replace(self, net=net, state=state, point=point)
+
+    def heldout(self, n: int, offset: int = 0) -> torch.Tensor:
+        """Held-out images [offset, offset + n) in [-1, 1] on the device."""
+        return heldout_images(self.dataset.heldout, n, offset, self.device)
+
+    def net_for_sampling(self, n: int, offset: int = 0) -> torch.nn.Module:
+        """The evaluated network to draw `n` samples with (conditioned, for conditional tasks, on
+        held-out images [offset, offset + n))."""
+        if self.net is None:
+            raise RuntimeError("RunContext.net_for_sampling: no network; use ctx.evaluating(net)")
+        return self.task.sampling_net(self.net, n, offset)
