@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bench.config.suite import parse_suite
-from bench.data import load_dataset, to_float
+from bench.data import load_dataset
+from bench.images import to_float
 from bench.errors import BenchError
 from bench.metrics.hook import EvalContext
 from bench.run.build import build_run

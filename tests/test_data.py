@@ -16,7 +16,8 @@ from torchvision.transforms.v2 import functional as TF
 
 import bench.data as data
 import bench.data.files as datasets_files
-from bench.data import DeviceBatches, load_dataset, to_float, to_uint8
+from bench.data import DeviceBatches, load_dataset
+from bench.images import to_float, to_uint8
 from bench.errors import BenchError
 
 CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.tar.gz"

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from bench.data import to_uint8
 from bench.errors import BenchError
+from bench.images import to_uint8
 from bench.metrics import fid, inception
 from bench.metrics.fid import (
     Protocol,

@@ -20,25 +20,7 @@ from bench.data.files import (CACHE_VERSION, CIFAR_ROOT, FASHION_ROOT, IMAGE_EXT
                                   load_cifar10, load_fashion_mnist, load_folder)
 from bench.data.synthetic import draw_shapes
 from bench.errors import BenchError, choices_error
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (x / 127.5 - 1)."""
-    return x.float().div(127.5).sub(1.0)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8, bit-identical to torchvision `save_image((x + 1) / 2)` read back:
-    (x + 1) / 2 * 255 + 0.5, clamped, truncated, in fp32. The FID samples' quantizer."""
-    return ((x.float() + 1) / 2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
-
-
-def heldout_images(images: torch.Tensor, n: int, offset: int, device) -> torch.Tensor:
-    """uint8 `images` [offset, offset + n) in [-1, 1] on `device`; a BenchError when too few."""
-    if len(images) < offset + n:
-        raise BenchError(f"eval: the task needs {offset + n} held-out images to condition on; the "
-                         f"held-out split has {len(images)}")
-    return to_float(images[offset:offset + n].to(device))
+from bench.images import to_float
 
 
 # Infinite epoch-wise shuffled batches on the training device (EDM training/training_loop.py's

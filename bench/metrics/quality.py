@@ -18,7 +18,7 @@ import json
 import numpy as np
 import torch
 
-from bench.data import to_uint8
+from bench.images import to_uint8
 from bench.metrics import fid as F
 from bench.metrics.hook import EvalContext
 from bench.metrics.inception import PREPROCESSING, extract_features, load_inception

@@ -14,9 +14,10 @@ import torch
 
 from architectures import create
 from bench.config.suite import RunSpec
-from bench.data import Dataset, DeviceBatches, heldout_images
+from bench.data import Dataset, DeviceBatches
 from bench.device import precision_flags
 from bench.diffusion import Diffusion
+from bench.images import heldout_images
 from bench.run.context import RunContext
 from bench.run.evaluate import validation_triples
 from bench.run.results import CHECKPOINT, SAMPLES, environment

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from bench.config.suite import RunSpec
-from bench.data import Dataset, DeviceBatches, heldout_images
+from bench.data import Dataset, DeviceBatches
 from bench.diffusion import Diffusion
+from bench.images import heldout_images
 from bench.task import Task
 
 

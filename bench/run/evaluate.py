@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.data import to_float
 from bench.device import autocast, eval_mode
+from bench.images import to_float
 from bench.task import UNCONDITIONAL, Task
 
 VAL_SEED = 20_240_601  # constant: the validation triples are the same for every run
