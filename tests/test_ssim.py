@@ -6,7 +6,14 @@ import torch
 
 from bench.diffusion import Diffusion
 from bench.errors import BenchError
-from bench.metrics.ssim import default_t_grid, reconstruction_metrics, roundtrip_metrics
+from bench.metrics.ssim import (
+    SSIM_VARIANTS,
+    default_t_grid,
+    reconstruction_metrics,
+    roundtrip_metrics,
+    ssim_scores,
+    ssim_wang,
+)
 
 
 def _images(n=6, lo=0, hi=256, seed=0, size=16):
@@ -102,3 +109,49 @@ def test_ddim_round_trip_is_exact_for_the_oracle_and_not_for_a_wrong_one():
     wrong = roundtrip_metrics(PointMassOracle(diffusion, _images(4, seed=9)), diffusion, images, [1000],
                               steps=10, batch_size=4)
     assert wrong[1000]["ssim_mean"] < 0.2
+
+
+# ---------------------------------------------------------------- SSIM variants vs scikit-image
+
+def _pair(seed=0, size=32, n=3, sigma=0.2):
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.rand(n, 3, size, size, generator=g, dtype=torch.float64)
+    noisy = (clean + sigma * torch.randn(clean.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    return noisy, clean
+
+
+@pytest.mark.parametrize("size,sigma", [(32, 0.2), (16, 0.05), (23, 0.5)])
+def test_wang_ssim_matches_scikit_image(size, sigma):
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    pred, target = _pair(size=size, sigma=sigma)
+    ours = ssim_wang(pred, target, data_range=1.0)
+    for i in range(len(pred)):
+        ref = skimage_metrics.structural_similarity(
+            pred[i].numpy(), target[i].numpy(), channel_axis=0, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False, data_range=1.0)
+        assert ours[i].item() == pytest.approx(ref, abs=1e-5)
+
+
+def test_variants_differ_on_small_images_and_are_both_one_on_identity():
+    pred, target = _pair(size=32, sigma=0.2)
+    wang, tm = ssim_scores(pred.float(), target.float(), "wang"), ssim_scores(pred.float(), target.float(),
+                                                                               "torchmetrics")
+    assert (wang - tm).abs().max() > 1e-3          # the border average is not the valid-region mean
+    for variant in SSIM_VARIANTS:
+        assert ssim_scores(target.float(), target.float(), variant) == pytest.approx(torch.ones(3))
+
+
+def test_wang_refuses_images_smaller_than_the_window_and_unknown_variants():
+    pred, target = _pair(size=8)
+    with pytest.raises(BenchError, match="at least 11x11"):
+        ssim_scores(pred, target, "wang")
+    with pytest.raises(BenchError, match="wang, torchmetrics"):
+        ssim_scores(pred, target, "gauss")
+
+
+def test_reconstruction_metrics_use_the_requested_variant():
+    diffusion, images = Diffusion("linear", 1000), _images(4)
+    gen = lambda: torch.Generator().manual_seed(0)   # noqa: E731
+    a = reconstruction_metrics(Recorder(), diffusion, images, [100], generator=gen(), ssim="wang")
+    b = reconstruction_metrics(Recorder(), diffusion, images, [100], generator=gen(), ssim="torchmetrics")
+    assert a[100]["psnr_mean"] == b[100]["psnr_mean"] and a[100]["ssim_mean"] != b[100]["ssim_mean"]

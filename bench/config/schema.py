@@ -103,6 +103,7 @@ class EvalConfig:
     recon_t: list | None = None       # 1-based t grid of SSIM/PSNR (None = T/20, 2T/20, ..., T)
     recon_images: int = 256           # held-out images for SSIM/PSNR
     roundtrip_steps: int = 50         # DDIM steps per direction of the encode->decode round trip
+    ssim: Literal["wang", "torchmetrics"] = "wang"  # SSIM map mean: valid region (Wang 2004) | padded
 
 
 @dataclass(frozen=True)

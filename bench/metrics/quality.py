@@ -132,7 +132,7 @@ class QualityHook:
     def recon(self, ctx: EvalContext, fn, name: str, prefix: str, extra: dict) -> dict:
         """Per-t SSIM/PSNR table into the record, and its mean over t as leaderboard scalars."""
         images = ctx.dataset.heldout[: self.cfg.recon_images]
-        kwargs = dict(batch_size=self.cfg.sample_batch, device=ctx.device, **extra)
+        kwargs = dict(batch_size=self.cfg.sample_batch, device=ctx.device, ssim=self.cfg.ssim, **extra)
         if fn is reconstruction_metrics:
             kwargs["generator"] = torch.Generator().manual_seed(self.cfg.fid_seed)
         table = fn(ctx.net_for_sampling(len(images)), ctx.diffusion, images, self.cfg.recon_t,
