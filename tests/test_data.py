@@ -92,6 +92,14 @@ def test_folder_with_train_test_subfolders(cifar_jpegs, tmp_path):
     full = load_dataset(Cfg(dataset="folder", root=str(root), image_size=32))
     ref = TF.pil_to_tensor(Image.open(root / "train/cat/0000.jpg").convert("RGB"))
     assert torch.equal(full.train[0], ref)                         # sorted order, no resize at 32 px
+    assert d.classes == ["cat", "dog"]                             # the class folders below train/, test/
+    assert d.train_labels.tolist() == [0] * 10 + [1] * 10 and d.heldout_labels.tolist() == [0] * 3 + [1] * 3
+
+
+def test_flat_folder_has_no_labels(cifar_jpegs, tmp_path):
+    _copy(cifar_jpegs / "cat", tmp_path / "flat", range(10))
+    d = load_dataset(Cfg(dataset="folder", root=str(tmp_path / "flat"), image_size=8))
+    assert d.classes is None and d.train_labels is None
 
 
 def test_folder_flat_holdout_and_limit(cifar_jpegs, tmp_path):
@@ -192,9 +200,11 @@ def test_cifar10_pipeline(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     arrays = {True: rng.integers(0, 256, (20, 32, 32, 3), np.uint8), False: rng.integers(0, 256, (10, 32, 32, 3), np.uint8)}
 
-    class FakeCIFAR10:                                             # torchvision's .data: [N, 32, 32, 3]
+    class FakeCIFAR10:                             # torchvision's .data [N, 32, 32, 3], .targets, .classes
         def __init__(self, root, train, download):
             self.data = arrays[train]
+            self.targets = [int(x[0, 0, 0]) % 10 for x in arrays[train]]   # a label we can recompute
+            self.classes = [f"c{i}" for i in range(10)]
 
     monkeypatch.setattr(datasets_files, "CIFAR10", FakeCIFAR10)
     d = load_dataset(Cfg(dataset="cifar10", root=str(tmp_path)))
@@ -203,6 +213,13 @@ def test_cifar10_pipeline(tmp_path, monkeypatch):
     g = load_dataset(Cfg(dataset="cifar10", root=str(tmp_path / "cifar-10-batches-py"), channels=1,
                          image_size=16, limit=10))
     assert g.train.shape == (10, 1, 16, 16) and g.heldout.shape == (5, 1, 16, 16)
+    assert d.classes == [f"c{i}" for i in range(10)]
+    assert d.train_labels.tolist() == [int(x[0, 0, 0]) % 10 for x in arrays[True]]
+    c = load_dataset(Cfg(dataset="cifar10", root=str(tmp_path), limit=10))   # picked subset: labels follow
+    assert torch.equal(c.train_labels, c.train[:, 0, 0, 0].long() % 10) and len(c.heldout_labels) == 5
+    assert load_dataset(Cfg(dataset="cifar10", root=str(tmp_path), limit=10)).info["cache_hit"]
+    assert torch.equal(load_dataset(Cfg(dataset="cifar10", root=str(tmp_path), limit=10)).train_labels,
+                       c.train_labels)                                    # labels survive the cache
 
 
 def _write_idx(path: Path, arr: np.ndarray) -> None:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from bench.errors import BenchError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2                                      # 2: class labels stored too
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
 TRAIN_DIRS, TEST_DIRS = {"train", "training"}, {"test", "testing"}
 CIFAR_ROOT = Path("~/.cache/bench/datasets")          # where cifar10 looks when `root` is unset
@@ -50,6 +50,9 @@ class Dataset:
     heldout: torch.Tensor               # uint8 [M, C, H, W]: test split or seeded hold-out
     name: str                           # key of DATASETS
     info: dict = field(default_factory=dict)  # source, counts, split, cache file, cache_hit
+    train_labels: torch.Tensor | None = None    # int64 [N] class indices (None: no classes)
+    heldout_labels: torch.Tensor | None = None  # int64 [M]
+    classes: list | None = None                 # class names, index = label
 
 
 # ---------------------------------------------------------------- cache
@@ -59,7 +62,8 @@ def cache_dir() -> Path:
 
 
 def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
-    """Load the tensors for `key` from the cache, or `build()` -> (train, heldout, info) and store them."""
+    """Load the tensors for `key` from the cache, or `build()` -> (train, heldout, info, labels) and
+    store them; labels = (train labels, held-out labels, class names) or None."""
     key = {**key, "dataset": cfg.dataset, "image_size": cfg.image_size, "channels": cfg.channels,
            "limit": cfg.limit, "version": CACHE_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -68,21 +72,23 @@ def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
         try:
             blob = torch.load(path, weights_only=True)
             info = {**blob["info"], "cache": str(path), "cache_hit": True}
-            return Dataset(blob["train"], blob["heldout"], cfg.dataset, info)
+            return Dataset(blob["train"], blob["heldout"], cfg.dataset, info,
+                           *(blob.get("labels") or (None, None, None)))
         except Exception as e:                              # truncated or foreign file: rebuild it
             warnings.warn(f"ignoring unreadable data cache {path}: {e}")
-    train, heldout, info = build()
+    train, heldout, info, labels = build()
     info = {**info, "train": len(train), "heldout": len(heldout), "key": key}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"train": train, "heldout": heldout, "info": info}, tmp)
+        torch.save({"train": train, "heldout": heldout, "info": info, "labels": labels}, tmp)
         os.replace(tmp, path)
     except OSError as e:
         warnings.warn(f"could not write data cache {path}: {e}")
     finally:
         tmp.unlink(missing_ok=True)
-    return Dataset(train, heldout, cfg.dataset, {**info, "cache": str(path), "cache_hit": False})
+    return Dataset(train, heldout, cfg.dataset, {**info, "cache": str(path), "cache_hit": False},
+                   *(labels or (None, None, None)))
 
 
 def _fingerprint(rows: list[tuple]) -> str:
@@ -132,17 +138,20 @@ def _resize_crop(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     return TF.center_crop(TF.resize(x, size, antialias=True), [size, size])
 
 
-def _from_arrays(train: np.ndarray, heldout: np.ndarray, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, H, W(, C)] uint8 arrays -> capped, channel-converted, resized [N, C, S, S] tensors."""
+def _from_arrays(train: np.ndarray, heldout: np.ndarray, cfg, labels=None) -> tuple:
+    """[N, H, W(, C)] uint8 arrays -> capped, channel-converted, resized [N, C, S, S] tensors, and
+    the matching (train, held-out) int64 labels when `labels` gives one array per split."""
     k, j = _caps(len(train), len(heldout), cfg.limit)
-    out = []
-    for arr, count in ((train, k), (heldout, j)):
-        x = torch.from_numpy(np.ascontiguousarray(arr[_pick(len(arr), count, cfg.seed)]))
+    out, picked = [], []
+    for arr, count, lab in ((train, k, labels and labels[0]), (heldout, j, labels and labels[1])):
+        pick = _pick(len(arr), count, cfg.seed)
+        picked.append(None if lab is None else torch.as_tensor(np.asarray(lab)[pick], dtype=torch.int64))
+        x = torch.from_numpy(np.ascontiguousarray(arr[pick]))
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         if x.shape[1] != cfg.channels:
             x = TF.rgb_to_grayscale(x) if cfg.channels == 1 else x.expand(-1, 3, -1, -1)
         out.append(_resize_crop(x.contiguous(), cfg.image_size))
-    return out[0], out[1]
+    return out[0], out[1], picked[0], picked[1]
 
 
 # ---------------------------------------------------------------- loaders
@@ -161,9 +170,9 @@ def load_cifar10(cfg) -> Dataset:
     key = {"root": str(root), "files": _fingerprint(rows), "seed": cfg.seed if cfg.limit else None}
 
     def build():
-        train, test = (CIFAR10(str(root), train=s, download=False).data for s in (True, False))
-        train, heldout = _from_arrays(train, test, cfg)
-        return train, heldout, {"source": str(folder), "split": "CIFAR-10 train / test"}
+        train, test = (CIFAR10(str(root), train=s, download=False) for s in (True, False))
+        x, h, tl, hl = _from_arrays(train.data, test.data, cfg, (train.targets, test.targets))
+        return x, h, {"source": str(folder), "split": "CIFAR-10 train / test"}, (tl, hl, train.classes)
 
     return _cached(cfg, key, build)
 
@@ -181,8 +190,9 @@ def load_fashion_mnist(cfg) -> Dataset:
            "seed": cfg.seed if cfg.limit else None}
 
     def build():
-        train, heldout = _from_arrays(_read_idx(files[0]), _read_idx(files[1]), cfg)
-        return train, heldout, {"source": str(files[0].parent), "split": "Fashion-MNIST train / t10k"}
+        train, heldout, _, _ = _from_arrays(_read_idx(files[0]), _read_idx(files[1]), cfg)
+        info = {"source": str(files[0].parent), "split": "Fashion-MNIST train / t10k"}
+        return train, heldout, info, None
 
     return _cached(cfg, key, build)
 
@@ -217,9 +227,24 @@ def load_folder(cfg) -> Dataset:
         train = [train[i] for i in _pick(len(train), k, cfg.seed)]
         heldout = [heldout[i] for i in _pick(len(heldout), j, cfg.seed)]
         tensors = [_decode_all([root / r for r in names], cfg) for names in (train, heldout)]
-        return tensors[0], tensors[1], {"source": str(root), "split": split}
+        return tensors[0], tensors[1], {"source": str(root), "split": split}, folder_labels(train, heldout)
 
     return _cached(cfg, key, build)
+
+
+def folder_labels(train: list[str], heldout: list[str]):
+    """(train labels, held-out labels, class names) from each file's class folder (the folder below
+    train/ or test/ when split by folders, else the top folder); None unless every file has one."""
+    rels = train + heldout
+    cut = [r.split("/")[1:] if r.split("/")[0].lower() in TRAIN_DIRS | TEST_DIRS else r.split("/")
+           for r in rels]
+    if not rels or any(len(parts) < 2 for parts in cut):
+        return None
+    names = [parts[0] for parts in cut]
+    classes = sorted(set(names))
+    lookup = {name: i for i, name in enumerate(classes)}
+    index = torch.tensor([lookup[n] for n in names], dtype=torch.int64)
+    return index[: len(train)], index[len(train):], classes
 
 
 def _split_folder(rels: list[str], cfg) -> tuple[list[str], list[str], str]:
