@@ -27,6 +27,8 @@ class DataConfig:
     num_images: int = 2048            # synthetic only
     seed: int = 0                     # synthetic drawing and held-out split seed
     flip: bool = True                 # random horizontal flips of training batches
+    test_root: str | None = None      # folder of the dataset's own test split when `root` is only its
+                                      # training part (Fruits-360's Test/ beside Training/): eval.split
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ bench/datasets_files.py and are re-exported here. Batches: EDM's `InfiniteSample
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
@@ -79,7 +80,39 @@ def load_dataset(cfg) -> Dataset:
         raise BenchError(f"data.limit: must be positive or null, got {cfg.limit}")
     if cfg.dataset == "synthetic" and cfg.num_images < 1:
         raise BenchError(f"data.num_images: must be positive, got {cfg.num_images}")
-    return DATASETS[cfg.dataset](cfg)
+    return _with_test_split(DATASETS[cfg.dataset](cfg), cfg)
+
+
+def _with_test_split(dataset: Dataset, cfg) -> Dataset:
+    """Attach `data.test_root` (every image under it, uncapped) as the dataset's test split."""
+    test_root = getattr(cfg, "test_root", None)
+    if not test_root:
+        return dataset
+    test = load_folder(dataclasses.replace(cfg, dataset="folder", root=test_root, holdout=0.0,
+                                           group_by=None, limit=None))
+    labels = None
+    if test.classes and dataset.classes:
+        index = {name: i for i, name in enumerate(dataset.classes)}
+        if all(name in index for name in test.classes):
+            labels = torch.tensor([index[test.classes[i]] for i in test.train_labels.tolist()])
+    info = {**dataset.info, "test": {"root": test_root, "images": len(test.train),
+                                     "cache": test.info.get("cache")}}
+    return dataclasses.replace(dataset, test=test.train, test_labels=labels, info=info)
+
+
+def eval_split(dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """(images, labels or None, description) of the split held-out metrics score (`eval.split`)."""
+    if split == "heldout":
+        return dataset.heldout, dataset.heldout_labels, dataset.info.get("split", "held-out")
+    if split != "test":
+        raise choices_error("eval.split", "split", split, ("heldout", "test"))
+    if dataset.test is not None:
+        return dataset.test, dataset.test_labels, f"test split {dataset.info['test']['root']}"
+    if dataset.info.get("heldout_is_test"):
+        return dataset.heldout, dataset.heldout_labels, dataset.info.get("split", "test")
+    raise BenchError(f"eval.split: 'test': dataset {dataset.name!r} has no test split of its own "
+                     f"({dataset.info.get('split', 'held-out only')}); set data.test_root or use "
+                     "eval.split: heldout")
 
 
 # ---------------------------------------------------------------- synthetic

@@ -53,6 +53,8 @@ class Dataset:
     train_labels: torch.Tensor | None = None    # int64 [N] class indices (None: no classes)
     heldout_labels: torch.Tensor | None = None  # int64 [M]
     classes: list | None = None                 # class names, index = label
+    test: torch.Tensor | None = None            # uint8: the dataset's own test split (`data.test_root`)
+    test_labels: torch.Tensor | None = None     # int64, class indices into `classes` when named alike
 
 
 # ---------------------------------------------------------------- cache
@@ -172,7 +174,8 @@ def load_cifar10(cfg) -> Dataset:
     def build():
         train, test = (CIFAR10(str(root), train=s, download=False) for s in (True, False))
         x, h, tl, hl = _from_arrays(train.data, test.data, cfg, (train.targets, test.targets))
-        return x, h, {"source": str(folder), "split": "CIFAR-10 train / test"}, (tl, hl, train.classes)
+        info = {"source": str(folder), "split": "CIFAR-10 train / test", "heldout_is_test": True}
+        return x, h, info, (tl, hl, train.classes)
 
     return _cached(cfg, key, build)
 
@@ -191,7 +194,8 @@ def load_fashion_mnist(cfg) -> Dataset:
 
     def build():
         train, heldout, _, _ = _from_arrays(_read_idx(files[0]), _read_idx(files[1]), cfg)
-        info = {"source": str(files[0].parent), "split": "Fashion-MNIST train / t10k"}
+        info = {"source": str(files[0].parent), "split": "Fashion-MNIST train / t10k",
+                "heldout_is_test": True}
         return train, heldout, info, None
 
     return _cached(cfg, key, build)
@@ -227,7 +231,8 @@ def load_folder(cfg) -> Dataset:
         train = [train[i] for i in _pick(len(train), k, cfg.seed)]
         heldout = [heldout[i] for i in _pick(len(heldout), j, cfg.seed)]
         tensors = [_decode_all([root / r for r in names], cfg) for names in (train, heldout)]
-        return tensors[0], tensors[1], {"source": str(root), "split": split}, folder_labels(train, heldout)
+        info = {"source": str(root), "split": split, "heldout_is_test": not split.startswith("seeded")}
+        return tensors[0], tensors[1], info, folder_labels(train, heldout)
 
     return _cached(cfg, key, build)
 
