@@ -54,7 +54,7 @@ def dry_runs(tmp_path_factory) -> dict:
 def planned_rows(text: str) -> dict[str, dict]:
     """entry name -> {arch, params, matched} from the dry-run's planned-runs table."""
     rows = {}
-    for line in text.split("planned runs", 1)[1].splitlines()[1:]:
+    for line in text.split("planned trainings", 1)[1].split("\n\n")[0].splitlines()[1:]:
         parts = line.split()
         rows[parts[0].rsplit("-s", 1)[0]] = {"arch": parts[1], "params": float(parts[4]) * 1e6,
                                              "matched": parts[-1] if parts[-2] == "matched" else None}

@@ -144,8 +144,9 @@ def test_dry_run_prints_resolved_suite_and_plan(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--dry-run",
                            "--results", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert "planned runs (4):" in proc.stdout and "M params" in proc.stdout
-    assert yaml.safe_load(proc.stdout.split("\nplanned runs")[0])["train"]["lr"] == 2e-4
+    assert "planned trainings (4):" in proc.stdout and "M params" in proc.stdout
+    assert "planned evaluations (4):" in proc.stdout            # no variants: one per training
+    assert yaml.safe_load(proc.stdout.split("\nplanned trainings")[0])["train"]["lr"] == 2e-4
     assert not out.exists()
 
 

@@ -53,17 +53,29 @@ def cmd_run(args) -> int:
                     for k in ("data", "task", "diffusion", "budget", "train", "eval")}
         print(yaml.safe_dump({"name": suite.name, **sections, "seeds": list(suite.seeds)},
                              sort_keys=False).rstrip())
-        print(f"\nplanned runs ({len(suite.runs)}):")
-        for spec in suite.runs:
-            done = is_complete(Path(args.results) / suite.name / spec.run_id)
-            match = f"  matched {spec.capacity['kind']}" if spec.capacity else ""
-            print(f"  {spec.run_id:<40} {spec.entry.arch:<22} seed {spec.seed:<3} "
-                  f"{spec.params / 1e6:9.3f} M params  {'complete' if done else 'pending'}{match}")
+        print_plan(suite, Path(args.results) / suite.name)
         return 0
     out = run_suite(suite, args.results, progress=not args.no_progress)
     write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
     print(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
     return 0
+
+
+def print_plan(suite, out: Path) -> None:
+    """The planned trainings, then the planned evaluations (one per run and eval variant)."""
+    print(f"\nplanned trainings ({len(suite.runs)}):")
+    for spec in suite.runs:
+        done = is_complete(out / spec.run_id)
+        match = f"  matched {spec.capacity['kind']}" if spec.capacity else ""
+        print(f"  {spec.run_id:<40} {spec.entry.arch:<22} seed {spec.seed:<3} "
+              f"{spec.params / 1e6:9.3f} M params  {'complete' if done else 'pending'}{match}")
+    print(f"\nplanned evaluations ({len(suite.evaluations)}):")
+    for ev in suite.evaluations:
+        cfg, done = ev.spec.eval, is_complete(out / ev.eval_id)
+        sampler = f"{cfg.sampler}/{cfg.steps if cfg.steps is not None else 'default'}"
+        opts = " ".join(f"{k}={v}" for k, v in cfg.sampler_opts.items())
+        print(f"  {ev.eval_id:<48} {ev.label:<28} {sampler:<16} {opts:<28} "
+              f"{','.join(cfg.metrics) or '-':<14} {'complete' if done else 'pending'}")
 
 
 def cmd_list(args) -> int:

@@ -106,6 +106,13 @@ class EvalConfig:
     recon_images: int = 256           # held-out images for SSIM/PSNR
     roundtrip_steps: int = 50         # DDIM steps per direction of the encode->decode round trip
     ssim: Literal["wang", "torchmetrics"] = "wang"  # SSIM map mean: valid region (Wang 2004) | padded
+    split: Literal["heldout", "test"] = "heldout"  # images of val loss, recon, roundtrip, inpaint
+    subset: Literal["random", "stratified"] = "random"  # seeded draw of those images (by class)
+    subset_seed: int = 0              # seed of that draw: the same images for every entry and seed
+    classify_n: int | None = None     # samples the `classify` metric labels (None = fid_n)
+    classifier: dict = field(default_factory=dict)  # bench.metrics.classify.Recipe overrides
+    keep_checkpoints: Literal[True, "last", "every"] = "last"  # every/true: one per eval, checkpoints/
+    variants: list = field(default_factory=list)  # evaluations per trained run: [{name, sampler, ...}]
 
 
 @dataclass(frozen=True)

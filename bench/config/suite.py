@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from bench.config.checks import check_run
+from bench.config.variants import Evaluation, plan_evaluations, training_eval
 from bench.config.schema import (
     BudgetConfig,
     DataConfig,
@@ -53,7 +54,7 @@ class RunSpec:
         """The resolved configuration that defines this run (hashed into its id)."""
         config = {"entry": asdict(self.entry), "seed": self.seed, "data": asdict(self.data),
                   "diffusion": asdict(self.diffusion), "budget": asdict(self.budget),
-                  "train": asdict(self.train), "eval": asdict(self.eval)}
+                  "train": asdict(self.train), "eval": training_eval(self.eval)}
         if self.task.kind != "unconditional":  # keeps unconditional run ids unchanged
             config["task"] = asdict(self.task)
         return config
@@ -81,6 +82,7 @@ class Suite:
     search: dict | None = None        # Optuna search space (bench.tune validates it)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
     runs: tuple[RunSpec, ...] = ()
+    evaluations: tuple[Evaluation, ...] = ()  # (run, eval.variants item): one leaderboard row each
 
 
 def load_suite(path: str | Path, overrides: list[str] = (), check_models: bool = True) -> Suite:
@@ -149,7 +151,8 @@ def parse_suite(raw: dict, where: str, check_models: bool = True) -> Suite:
                   search=search, raw=copy.deepcopy(raw), **sections)
     runs = tuple(_plan(suite, i, m, seed, check_models)
                  for i, m in enumerate(models) for seed in seeds)
-    return replace(suite, runs=runs)
+    evaluations = plan_evaluations(runs, where, lambda spec, w, path: check_run(spec, w, path, False))
+    return replace(suite, runs=runs, evaluations=evaluations)
 
 
 def _parse_models(items: Any, where: str) -> tuple[ModelEntry, ...]:
