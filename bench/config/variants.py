@@ -2,7 +2,8 @@
 
 Studies 002 (sigma^2 = beta vs beta-tilde; their shortened schedule vs respacing) and 004 (sigma_t
 choices) compare samplers on one trained network. A variant is a name plus overrides of the
-evaluation-time keys of the `eval` section (sampler, steps, sampler_opts, metrics, fid_n...). The
+evaluation-time keys of the `eval` section (sampler, steps, sampler_opts, metrics, fid_n...; a key
+replaces the section's value whole: `sampler_opts` is not merged). The
 run id hashes the training config without `eval.variants`, so adding a variant to a finished suite
 adds evaluations of the existing checkpoints and trains nothing. Each (entry, variant) is its own
 leaderboard row, labelled `entry@variant`, in its own folder `<run_id>@<variant>-<hash>` (the hash
@@ -95,6 +96,7 @@ def plan_evaluations(runs, where: str, check) -> tuple[Evaluation, ...]:
             out.append(Evaluation(spec, spec, None))
         for i, v in enumerate(variants):
             cfg = v.eval_config(spec.eval, where, f"eval.variants[{i}]")
-            out.append(Evaluation(spec, check(replace(spec, eval=cfg), where, f"eval.variants[{i}]"),
-                                  v.name))
+            checked = check(replace(spec, eval=cfg), f"{where} (eval.variants[{i}] {v.name})",
+                            f"eval.variants[{i}]")
+            out.append(Evaluation(spec, checked, v.name))
     return tuple(out)
