@@ -113,6 +113,9 @@ class EvalConfig:
     classifier: dict = field(default_factory=dict)  # bench.metrics.classify.Recipe overrides
     keep_checkpoints: Literal[True, "last", "every"] = "last"  # every/true: one per eval, checkpoints/
     variants: list = field(default_factory=list)  # evaluations per trained run: [{name, sampler, ...}]
+    fid_proxy_sampler: str | None = None  # sampler of the in-training FID proxy (None = eval.sampler)
+    val_split: Literal[None, "heldout", "test"] = None  # split of the validation loss (None = split)
+    fid_vs_n: list | None = None      # also FID/KID at each N (prefixes of one max(N) sample set)
 
 
 @dataclass(frozen=True)

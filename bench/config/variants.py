@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass, replace
 from bench.config.schema import EvalConfig, build
 from bench.errors import BenchError, choices_error
 
-# Keys that shape training or its in-training evaluation: a variant cannot change them.
-TRAINING_KEYS = {"variants", "every_kimg", "fid_proxy_n", "fid_proxy_steps", "val_images",
-                 "val_t_per_image", "keep_checkpoints", "metric", "direction", "log_every"}
+# Keys that shape training, its in-training evaluation or the scored images (the validation loss
+# is computed once, during training, on eval.split): a variant cannot change them.
+TRAINING_KEYS = {"variants", "every_kimg", "fid_proxy_n", "fid_proxy_steps", "fid_proxy_sampler",
+                 "val_images", "val_t_per_image", "keep_checkpoints", "metric", "direction",
+                 "split", "val_split", "subset", "subset_seed"}
 VARIANT_KEYS = sorted({f for f in EvalConfig.__dataclass_fields__} - TRAINING_KEYS)
 
 
