@@ -55,6 +55,11 @@ QUESTIONS = [  # (anchor, question, table keys (prefix match), plots)
      ["recon"], ["recon_vs_t"]),
     ("sampling", "How many samples and sampling steps does FID need?", ["fid-steps", "fid-n"],
      ["fid_vs_steps", "fid_vs_n"]),
+    ("snapshots", "How did the samples change over training (same noise at every evaluation)?", [],
+     ["training_grids"]),
+    ("x0", "What does one denoising step recover from x_t (held-out images)?", [], ["x0_panel"]),
+    ("classes", "Which classes do the samples look like (harness-trained classifier)?", [],
+     ["class_histograms"]),
 ]
 
 

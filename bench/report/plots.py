@@ -17,6 +17,7 @@ import seaborn as sns
 from PIL import Image
 
 from bench.metrics import registry
+from bench.report.snapshots import class_histograms, training_grids, x0_panels
 from bench.run.results import write_with
 
 SKIP = {"step", "kimg", "lr", "train_loss", "val_loss", "run_dir", "label", "entry", "seed", "group",
@@ -36,7 +37,11 @@ def write_plots(results, table: pd.DataFrame, out: str | Path) -> dict[str, Path
               "fid_vs_n": lambda: fid_vs_n(results.fid_n, order),
               "fid_vs_steps": lambda: fid_vs_steps(results.fid_steps, order),
               "quality_vs_cost": lambda: quality_vs_cost(table),
-              "sample_grids": lambda: sample_grids(results.runs, order)}
+              "sample_grids": lambda: sample_grids(results.runs, order),
+              # evalproto (issue 14): grids over training, x̂0 panels, class histograms
+              "training_grids": lambda: training_grids(results.runs, order),
+              "x0_panel": lambda: x0_panels(results.runs, order),
+              "class_histograms": lambda: class_histograms(results.runs, order)}
     written = {}
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
         for name, make in makers.items():
