@@ -214,14 +214,21 @@ PROTOCOL = Protocol(weights_sha256="7f" * 32, preprocessing=inception.PREPROCESS
 
 
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(Protocol)])
-def test_protocol_key_changes_with_every_field_and_differences_name_it(field):
+def test_protocol_key_changes_with_every_non_sampling_field_and_differences_name_it(field):
     value = getattr(PROTOCOL, field)
     other = (not value if isinstance(value, bool) else value + 1 if isinstance(value, (int, float))
              else value + "x")
     changed = dataclasses.replace(PROTOCOL, **{field: other})
-    assert protocol_key(changed) != protocol_key(PROTOCOL)
+    # the sampler, steps and eta are what a sampler ablation compares: same key, named as a difference
+    assert (protocol_key(changed) == protocol_key(PROTOCOL)) == (field in fid.SAMPLING_FIELDS)
     assert protocol_key(changed.to_dict()) == protocol_key(changed)
     assert list(protocol_differences([PROTOCOL, changed, PROTOCOL.to_dict()])) == [field]
+
+
+def test_library_versions_name_the_metric_libraries():
+    versions = fid.library_versions()
+    assert list(versions) == list(fid.METRIC_LIBRARIES)
+    assert versions["torchmetrics"] and versions["scipy"] and versions["pytorch-fid"]
 
 
 def test_protocol_round_trips_through_a_dict():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 import warnings
@@ -226,12 +227,30 @@ class Protocol:
         return dataclasses.asdict(self)
 
 
+# What a sampler ablation varies (study 002, 004; `eval.variants`): recorded with every result and
+# shown when rows differ, but not part of the key, so the sampler rows of one suite rank together.
+SAMPLING_FIELDS = ("sampler", "steps", "eta")
+METRIC_LIBRARIES = ("torchmetrics", "pytorch-fid", "scipy", "torch", "torchvision")
+
+
 def protocol_key(protocol) -> str:
-    """One readable string per protocol; rows are ranked together only when their keys are equal."""
+    """One readable string per protocol; rows are ranked together only when their keys are equal.
+    The sampling fields are the treatment a suite compares, like the architecture, not the key."""
     p = protocol.to_dict() if isinstance(protocol, Protocol) else dict(protocol)
     return (f"inception={p['weights_sha256']} {p['preprocessing']} n={p['n_generated']} "
-            f"ref={p['reference_split']}:{p['reference_n']} {p['sampler']}/{p['steps']} eta={p['eta']:g} "
+            f"ref={p['reference_split']}:{p['reference_n']} "
             f"{'ema' if p['ema'] else 'raw'} seed={p['sampling_seed']}")
+
+
+def library_versions() -> dict:
+    """Installed versions of the libraries behind the metrics (SSIM/PSNR, FID, sqrtm), for the protocol."""
+    out = {}
+    for name in METRIC_LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def protocol_differences(protocols) -> dict:
