@@ -34,6 +34,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from bench.data.labels import folder_labels
 from bench.errors import BenchError
 
 CACHE_VERSION = 2                                      # 2: class labels stored too
@@ -64,8 +65,7 @@ def cache_dir() -> Path:
 
 
 def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
-    """Load the tensors for `key` from the cache, or `build()` -> (train, heldout, info, labels) and
-    store them; labels = (train labels, held-out labels, class names) or None."""
+    """The tensors for `key` from the cache, or `build()` -> (train, heldout, info, labels or None)."""
     key = {**key, "dataset": cfg.dataset, "image_size": cfg.image_size, "channels": cfg.channels,
            "limit": cfg.limit, "version": CACHE_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -74,12 +74,12 @@ def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
         try:
             blob = torch.load(path, weights_only=True)
             info = {**blob["info"], "cache": str(path), "cache_hit": True}
-            return Dataset(blob["train"], blob["heldout"], cfg.dataset, info,
-                           *(blob.get("labels") or (None, None, None)))
+            return Dataset(blob["train"], blob["heldout"], cfg.dataset, info, *(blob["labels"] or ()))
         except Exception as e:                              # truncated or foreign file: rebuild it
             warnings.warn(f"ignoring unreadable data cache {path}: {e}")
     train, heldout, info, labels = build()
-    info = {**info, "train": len(train), "heldout": len(heldout), "key": key}
+    info = {**info, "train": len(train), "heldout": len(heldout), "key": key,
+            "heldout_is_test": not info["split"].startswith("seeded")}  # the data's own test split
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
     finally:
         tmp.unlink(missing_ok=True)
     return Dataset(train, heldout, cfg.dataset, {**info, "cache": str(path), "cache_hit": False},
-                   *(labels or (None, None, None)))
+                   *(labels or ()))
 
 
 def _fingerprint(rows: list[tuple]) -> str:
@@ -141,8 +141,7 @@ def _resize_crop(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
 
 
 def _from_arrays(train: np.ndarray, heldout: np.ndarray, cfg, labels=None) -> tuple:
-    """[N, H, W(, C)] uint8 arrays -> capped, channel-converted, resized [N, C, S, S] tensors, and
-    the matching (train, held-out) int64 labels when `labels` gives one array per split."""
+    """[N, H, W(, C)] uint8 arrays -> capped, channel-converted, resized tensors (+ picked labels)."""
     k, j = _caps(len(train), len(heldout), cfg.limit)
     out, picked = [], []
     for arr, count, lab in ((train, k, labels and labels[0]), (heldout, j, labels and labels[1])):
@@ -174,8 +173,7 @@ def load_cifar10(cfg) -> Dataset:
     def build():
         train, test = (CIFAR10(str(root), train=s, download=False) for s in (True, False))
         x, h, tl, hl = _from_arrays(train.data, test.data, cfg, (train.targets, test.targets))
-        info = {"source": str(folder), "split": "CIFAR-10 train / test", "heldout_is_test": True}
-        return x, h, info, (tl, hl, train.classes)
+        return x, h, {"source": str(folder), "split": "CIFAR-10 train / test"}, (tl, hl, train.classes)
 
     return _cached(cfg, key, build)
 
@@ -194,9 +192,7 @@ def load_fashion_mnist(cfg) -> Dataset:
 
     def build():
         train, heldout, _, _ = _from_arrays(_read_idx(files[0]), _read_idx(files[1]), cfg)
-        info = {"source": str(files[0].parent), "split": "Fashion-MNIST train / t10k",
-                "heldout_is_test": True}
-        return train, heldout, info, None
+        return train, heldout, {"source": str(files[0].parent), "split": "Fashion-MNIST train/t10k"}, None
 
     return _cached(cfg, key, build)
 
@@ -231,25 +227,10 @@ def load_folder(cfg) -> Dataset:
         train = [train[i] for i in _pick(len(train), k, cfg.seed)]
         heldout = [heldout[i] for i in _pick(len(heldout), j, cfg.seed)]
         tensors = [_decode_all([root / r for r in names], cfg) for names in (train, heldout)]
-        info = {"source": str(root), "split": split, "heldout_is_test": not split.startswith("seeded")}
-        return tensors[0], tensors[1], info, folder_labels(train, heldout)
+        return (*tensors, {"source": str(root), "split": split},
+                folder_labels(train, heldout, TRAIN_DIRS | TEST_DIRS))
 
     return _cached(cfg, key, build)
-
-
-def folder_labels(train: list[str], heldout: list[str]):
-    """(train labels, held-out labels, class names) from each file's class folder (the folder below
-    train/ or test/ when split by folders, else the top folder); None unless every file has one."""
-    rels = train + heldout
-    cut = [r.split("/")[1:] if r.split("/")[0].lower() in TRAIN_DIRS | TEST_DIRS else r.split("/")
-           for r in rels]
-    if not rels or any(len(parts) < 2 for parts in cut):
-        return None
-    names = [parts[0] for parts in cut]
-    classes = sorted(set(names))
-    lookup = {name: i for i, name in enumerate(classes)}
-    index = torch.tensor([lookup[n] for n in names], dtype=torch.int64)
-    return index[: len(train)], index[len(train):], classes
 
 
 def _split_folder(rels: list[str], cfg) -> tuple[list[str], list[str], str]:

@@ -258,3 +258,14 @@ def protocol_differences(protocols) -> dict:
     rows = [p.to_dict() if isinstance(p, Protocol) else dict(p) for p in protocols]
     fields = [f.name for f in dataclasses.fields(Protocol)]
     return {f: sorted({r.get(f) for r in rows}, key=str) for f in fields if len({r.get(f) for r in rows}) > 1}
+
+
+def fid_kid_at_n(feats: np.ndarray, stats, ref: np.ndarray, ns, subsets: int, subset_size: int,
+                 seed: int) -> list[dict]:
+    """FID and KID of the first n features for each n (study 001, Fig. 9: prefixes of one set)."""
+    rows = []
+    for n in sorted(set(ns)):
+        kid_mean, kid_std = kid(feats[:n], ref, subsets, min(subset_size, n, len(ref)), seed=seed)
+        rows.append({"n": n, "fid": fid_from_features(feats[:n], stats), "kid_mean": kid_mean,
+                     "kid_std": kid_std})
+    return rows
