@@ -17,7 +17,9 @@ from bench.config.capacity import match_capacity
 from bench.data import DATASETS
 from bench.diffusion import SCHEDULES, Diffusion
 from bench.errors import BenchError, choices_error
+from bench.config.schema import build
 from bench.metrics import registry
+from bench.metrics.classify import Recipe
 from bench.samplers import SAMPLERS, check_sampler_opts, resolve_steps
 from bench.task import cond_channels
 
@@ -88,9 +90,29 @@ def _check_eval(spec, where: str) -> None:
                              f"{getattr(ev, key)}")
     if ev.fid_proxy_n < 0 or ev.fid_proxy_n == 1:
         raise BenchError(f"{where}: eval.fid_proxy_n: 0 (off) or at least 2, got {ev.fid_proxy_n}")
-    if ev.fid_proxy_steps is not None:
-        resolve_steps(ev.sampler, ev.fid_proxy_steps, spec.diffusion.timesteps,
-                      f"{where}: eval.fid_proxy_steps")
+    _check_eval_extras(spec, where)
+
+
+def _check_eval_extras(spec, where: str) -> None:
+    """The FID proxy's sampler and steps, the FID-vs-N points, the classifier settings."""
+    ev, T = spec.eval, spec.diffusion.timesteps
+    proxy = ev.fid_proxy_sampler or ev.sampler
+    if proxy not in SAMPLERS:
+        raise choices_error(f"{where}: eval.fid_proxy_sampler", "sampler", proxy, SAMPLERS)
+    if ev.fid_proxy_steps is not None or ev.fid_proxy_sampler:
+        resolve_steps(proxy, ev.fid_proxy_steps, T, f"{where}: eval.fid_proxy_steps")
+    for n in ev.fid_vs_n or []:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+            raise BenchError(f"{where}: eval.fid_vs_n: {n!r}; FID needs integers N >= 2")
+    if ev.fid_vs_n and not {"fid", "kid"} & set(ev.metrics):
+        raise BenchError(f"{where}: eval.fid_vs_n: needs 'fid' in eval.metrics")
+    if ev.classify_n is not None and ev.classify_n < 1:
+        raise BenchError(f"{where}: eval.classify_n: must be positive or null, got {ev.classify_n}")
+    if ev.classifier:
+        try:
+            build(Recipe, ev.classifier, where, "eval.classifier")
+        except TypeError as err:
+            raise BenchError(f"{where}: eval.classifier: {err}") from None
 
 
 def _check_values(spec, where: str) -> None:

@@ -28,7 +28,8 @@ from bench.samplers import resolve_steps
 
 METRICS = {"fid": "Fréchet Inception distance", "kid": "kernel Inception distance (mean ± std)",
            "pr": "precision and recall (k-NN manifolds)", "recon": "SSIM/PSNR of one-step x̂0 vs t",
-           "roundtrip": "SSIM/PSNR of DDIM encode->decode vs t"}
+           "roundtrip": "SSIM/PSNR of DDIM encode->decode vs t",
+           "classify": "class histogram of samples by a harness-trained classifier (bench.metrics.classify)"}
 FEATURE_METRICS = {"fid", "kid", "pr"}
 
 

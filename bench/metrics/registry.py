@@ -24,7 +24,8 @@ ALWAYS = "always"
 # The closed set a suite's `eval.metrics` picks from (papers: bench.metrics.quality).
 PRODUCERS = {"fid": "Fréchet Inception distance", "kid": "kernel Inception distance (mean ± std)",
              "pr": "precision and recall (k-NN manifolds)", "recon": "SSIM/PSNR of one-step x̂0 vs t",
-             "roundtrip": "SSIM/PSNR of DDIM encode->decode vs t"}
+             "roundtrip": "SSIM/PSNR of DDIM encode->decode vs t",
+             "classify": "class histogram of samples by a harness-trained classifier"}
 PRODUCER_NOTES = {ALWAYS: "every run", "fid_proxy": "eval.fid_proxy_n > 0",
                   "inpaint": "task.kind: inpaint", **{k: f"eval.metrics: [{k}]" for k in PRODUCERS}}
 
@@ -85,6 +86,11 @@ def _quality() -> list[Metric]:
             Metric("roundtrip_psnr_mean", "round-trip PSNR", up, producer="roundtrip",
                    group="other", unit="dB"),
             Metric("inpaint_psnr", "inpaint PSNR", up, producer="inpaint", unit="dB"),
+            # study 001's classifier check (bench.metrics.classify; evalproto, issue 14)
+            Metric("classify_entropy", "class entropy", up, producer="classify", unit="nats"),
+            Metric("classify_kl_uniform", "class KL to uniform", producer="classify", unit="nats"),
+            Metric("classify_confidence", "classifier confidence", up, producer="classify",
+                   group="other"),
             Metric("fid_proxy", "FID proxy", producer="fid_proxy", source="history",
                    rankable=False, in_training=True)]
 

@@ -94,12 +94,16 @@ def git_commit() -> str | None:
     return (sha + ("+dirty" if dirty else "")) or None
 
 
-def iter_results(folders: list[str | Path]) -> list[tuple[Path, dict]]:
-    """(run folder, result) for every result.json below the given folders."""
+def iter_results(folders: list[str | Path], training: bool = False) -> list[tuple[Path, dict]]:
+    """(run folder, result) for every result.json below the given folders. A trained run whose
+    rows are its eval variants (`role: training`) is left out unless `training`: its variants'
+    results carry its training record."""
     found = []
     for folder in folders:
         for path in sorted(Path(folder).glob(f"**/{RESULT}")):
-            found.append((path.parent, json.loads(path.read_text())))
+            result = json.loads(path.read_text())
+            if training or result.get("role") != "training":
+                found.append((path.parent, result))
     return found
 
 
