@@ -3,8 +3,8 @@ the one-step x̂0 panel (study 000, Fig. 9: held-out images noised to x_t and re
 
 Study 000 shows sample grids epoch by epoch and study 001 BigGAN's same-noise grid every 50 epochs:
 the runner keeps the fixed-noise grid of every in-training evaluation as `samples/kimg-000500.png`
-(kimg rounded down) and, with `eval.keep_checkpoints: every` (or true), the checkpoint beside it as
-`checkpoints/kimg-000500.pt`. The x̂0 panel: x̂0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) (Ho et al.
+(a fraction of a kimg is spelled out: `kimg-000000.016.png`) and, with `eval.keep_checkpoints:
+every` (or true), the checkpoint beside it as `checkpoints/kimg-000500.pt`. The x̂0 panel: x̂0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) (Ho et al.
 2020 eq. 15, `Diffusion.predict_x0`), clamped to [-1, 1]; one fixed noise per image (CPU generator),
 so the columns differ only in t. Layout: one row per image, columns x0 | x_t, x̂0 for each t.
 """
@@ -17,18 +17,19 @@ import torch
 SAMPLES_DIR, CHECKPOINTS_DIR = "samples", "checkpoints"
 X0_PANEL = "x0_panel.png"
 PANEL_T = (50, 200, 500, 800, 1000)   # 1-based, scaled to T (study 000's Fig. 9 spans the range)
-_KIMG = re.compile(r"kimg-(\d+)\.(png|pt)$")
+_KIMG = re.compile(r"kimg-(\d+(?:\.\d+)?)\.(png|pt)$")
 
 
 def snapshot_name(images: int, suffix: str = "png") -> str:
-    """`kimg-000500.png` for 500 000 training images (whole kimg, rounded down)."""
-    return f"kimg-{images // 1000:06d}.{suffix}"
+    """`kimg-000500.png` after 500 000 training images; `kimg-000000.016.png` after 16 (tiny runs)."""
+    whole, rest = divmod(images, 1000)
+    return f"kimg-{whole:06d}.{suffix}" if not rest else f"kimg-{whole:06d}.{rest:03d}.{suffix}"
 
 
-def snapshot_kimg(name: str) -> int | None:
+def snapshot_kimg(name: str) -> float | None:
     """The kimg of a snapshot file name, or None for any other file."""
     m = _KIMG.search(name)
-    return int(m.group(1)) if m else None
+    return float(m.group(1)) if m else None
 
 
 def panel_t(T: int) -> list[int]:

@@ -31,13 +31,13 @@ def _one_seed(runs: pd.DataFrame, order) -> dict[str, Path]:
     return {lab: Path(chosen.loc[lab, "run_dir"]) for lab in (order or chosen.index) if lab in chosen.index}
 
 
-def _snapshots(run_dir: Path) -> dict[int, Path]:
+def _snapshots(run_dir: Path) -> dict[float, Path]:
     folder = run_dir / SAMPLES_DIR
     found = {snapshot_kimg(p.name): p for p in folder.glob("kimg-*.png")} if folder.is_dir() else {}
     return {k: found[k] for k in sorted(k for k in found if k is not None)}
 
 
-def _thin(keys: list[int], n: int) -> list[int]:
+def _thin(keys: list[float], n: int) -> list[float]:
     if len(keys) <= n:
         return keys
     return [keys[round(i * (len(keys) - 1) / (n - 1))] for i in range(n)]
@@ -59,7 +59,7 @@ def training_grids(runs: pd.DataFrame, order):
             if kimg in snaps:
                 ax.imshow(np.asarray(Image.open(snaps[kimg]).convert("RGB")), interpolation="nearest")
             if r == 0:
-                ax.set_title(f"{kimg} kimg", fontsize=8)
+                ax.set_title(f"{kimg:g} kimg", fontsize=8)
             if c == 0:
                 ax.set_ylabel(str(label), fontsize=8)
     return fig
