@@ -35,7 +35,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from bench.errors import BenchError
-from bench.metrics.fid import quantize_uint8
+from bench.images import to_uint8
 from bench.metrics.inception import cache_dir
 
 
@@ -158,7 +158,7 @@ def predict(model: Classifier, images: torch.Tensor, batch: int = 500, device="c
 
 def sample_probs(model: Classifier, samples: torch.Tensor, device="cpu") -> torch.Tensor:
     """Probabilities of generated samples in [-1, 1], quantized exactly as a saved PNG first."""
-    return predict(model, quantize_uint8(samples), device=device)
+    return predict(model, to_uint8(samples), device=device)
 
 
 def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, device="cpu") -> float:
