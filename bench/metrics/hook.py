@@ -30,6 +30,7 @@ class EvalContext(Protocol):
     net: torch.nn.Module | None       # the network evaluated now (EMA or raw, per eval.use_ema)
     state: dict | None                # the training state (bench.train.loop) at this evaluation
     point: dict | None                # this in-training evaluation's history point (None at the end)
+    scored: Any                       # the images held-out metrics score (eval.split, subset order)
 
     @property
     def shape(self) -> tuple[int, int, int]: ...

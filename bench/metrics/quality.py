@@ -3,7 +3,10 @@
 `METRICS` is the closed set a suite's `eval.metrics` picks from: `fid` (Heusel et al. 2017), `kid`
 (Binkowski et al. 2018), `pr` (precision/recall, Kynkäänniemi et al. 2019) — all from the TF-Inception
 pool3 features of `bench.metrics.inception` — and `recon` / `roundtrip` (SSIM and PSNR of one-step
-x̂0 and of DDIM encode->decode round trips against held-out images, study 003's table).
+x̂0 and of DDIM encode->decode round trips against the scored held-out images, study 003's table),
+`classify` (the class histogram of samples by a classifier the harness trains, study 001's check;
+`bench.metrics.classify`). FID, the FID-vs-N curve (`eval.fid_vs_n`) and `classify` share one pass
+over the seeded sample stream.
 
 Samples go straight from the sampler into the feature extractor (quantized to uint8 exactly as a
 saved PNG, no files written). Reference statistics are cached by (dataset, split, N, resolution,
@@ -22,9 +25,10 @@ from bench.images import to_uint8
 from bench.metrics import fid as F
 from bench.metrics.hook import EvalContext
 from bench.metrics.inception import PREPROCESSING, extract_features, load_inception
+from bench.metrics.classify import Recipe, class_stats, load_or_train, sample_probs
 from bench.metrics.sampling import sample
 from bench.metrics.ssim import reconstruction_metrics, roundtrip_metrics
-from bench.samplers import resolve_steps
+from bench.samplers import SAMPLER_OPTIONS, resolve_steps
 
 METRICS = {"fid": "Fréchet Inception distance", "kid": "kernel Inception distance (mean ± std)",
            "pr": "precision and recall (k-NN manifolds)", "recon": "SSIM/PSNR of one-step x̂0 vs t",
@@ -40,17 +44,17 @@ class QualityHook:
     def __init__(self, spec, inception: tuple | None = None):
         self.spec, self.cfg = spec, spec.eval
         self._inception = inception  # (module, sha256) to share a loaded network, else loaded lazily
+        self._classifier = None      # (classifier, its record) once loaded or trained
 
     def __call__(self, phase: str, ctx: EvalContext) -> dict:
         if phase == "train":
             if not self.cfg.fid_proxy_n:
                 return {}
-            steps = self.cfg.fid_proxy_steps or self.cfg.steps
-            feats = self.generated_features(ctx, self.cfg.fid_proxy_n, steps)
+            feats = self.generated_features(ctx, self.cfg.fid_proxy_n, None, self.proxy_cfg())
             return {"fid_proxy": F.fid_from_features(feats, self.reference(ctx, stats=True))}
         out = {}
-        if FEATURE_METRICS & set(self.cfg.metrics):
-            out.update(self.feature_metrics(ctx))
+        if {"classify", *FEATURE_METRICS} & set(self.cfg.metrics):
+            out.update(self.sample_metrics(ctx))
         if "recon" in self.cfg.metrics:
             out.update(self.recon(ctx, reconstruction_metrics, "recon", "", {}))
         if "roundtrip" in self.cfg.metrics:
@@ -64,20 +68,30 @@ class QualityHook:
             self._inception = load_inception(self.cfg.inception_weights, device)
         return self._inception
 
-    def sample_batches(self, ctx: EvalContext, n: int, steps):
-        """(offset, samples in [-1, 1]) of the seeded stream FID scores, one sampling batch at a time."""
-        cfg = dataclasses.replace(self.cfg, steps=steps)
+    def proxy_cfg(self):
+        """The eval section the in-training FID proxy samples with (eval.fid_proxy_sampler/steps;
+        the section's sampler options that the proxy's sampler takes)."""
+        sampler = self.cfg.fid_proxy_sampler or self.cfg.sampler
+        opts = {k: v for k, v in self.cfg.sampler_opts.items() if k in SAMPLER_OPTIONS[sampler]}
+        steps = self.cfg.fid_proxy_steps or (self.cfg.steps if sampler == self.cfg.sampler else None)
+        return dataclasses.replace(self.cfg, sampler=sampler, steps=steps, sampler_opts=opts)
+
+    def sample_batches(self, ctx: EvalContext, n: int, steps, cfg=None):
+        """(offset, samples in [-1, 1]) of the seeded stream FID scores, one sampling batch at a time
+        (with `cfg`'s sampler when given, else this hook's; `steps` None keeps cfg's own)."""
+        cfg = cfg or self.cfg
+        cfg = cfg if steps is None else dataclasses.replace(cfg, steps=steps)
         for i, start in enumerate(range(0, n, self.cfg.sample_batch)):
             b = min(self.cfg.sample_batch, n - start)
             yield start, sample(ctx.net_for_sampling(b, start), ctx.diffusion, cfg, b, ctx.shape,
                                 seed=sample_seed(self.cfg.fid_seed, i), amp=ctx.amp,
                                 device=ctx.device)
 
-    def generated_features(self, ctx: EvalContext, n: int, steps) -> np.ndarray:
+    def generated_features(self, ctx: EvalContext, n: int, steps, cfg=None) -> np.ndarray:
         """Features of `n` samples drawn batch by batch from one seeded stream (fid_seed)."""
         module, _ = self.inception(ctx.device)
         return np.concatenate([extract_features(module, to_uint8(x), self.cfg.fid_batch, ctx.device)
-                               for _, x in self.sample_batches(ctx, n, steps)])
+                               for _, x in self.sample_batches(ctx, n, steps, cfg)])
 
     def reference_key(self, ctx: EvalContext) -> dict:
         data = {k: v for k, v in dataclasses.asdict(self.spec.data).items() if k != "flip"}
@@ -101,9 +115,44 @@ class QualityHook:
         return F.reference_stats(key, compute) if stats else F.reference_features(key, compute)
 
     # -- end-of-run metrics --------------------------------------------------------------------
-    def feature_metrics(self, ctx: EvalContext) -> dict:
-        feats = self.generated_features(ctx, self.cfg.fid_n, self.cfg.steps)
-        out = {}
+    def sample_metrics(self, ctx: EvalContext) -> dict:
+        """FID/KID/PR, the FID-vs-N curve and the class histogram, from one pass over the samples."""
+        metrics = set(self.cfg.metrics)
+        n_feat = max([self.cfg.fid_n, *(self.cfg.fid_vs_n or [])]) if FEATURE_METRICS & metrics else 0
+        n_cls = (self.cfg.classify_n or self.cfg.fid_n) if "classify" in metrics else 0
+        classifier = self.classifier(ctx) if n_cls else None
+        module = self.inception(ctx.device)[0] if n_feat else None
+        feats, probs = [], []
+        for start, x in self.sample_batches(ctx, max(n_feat, n_cls), self.cfg.steps):
+            if start < n_feat:
+                feats.append(extract_features(module, to_uint8(x[: n_feat - start]), self.cfg.fid_batch,
+                                              ctx.device))
+            if start < n_cls:
+                probs.append(sample_probs(classifier, x[: n_cls - start], ctx.device))
+        out = self.feature_metrics(ctx, np.concatenate(feats)) if n_feat else {}
+        if n_cls:
+            out.update(self.classify(ctx, torch.cat(probs)))
+        return out
+
+    def classifier(self, ctx: EvalContext):
+        """The harness-trained classifier of the dataset (cached by data, recipe and seed)."""
+        if self._classifier is None:
+            given = dict(self.cfg.classifier)
+            if "widths" in given:
+                given["widths"] = tuple(given["widths"])
+            self._classifier = load_or_train(ctx.dataset, Recipe(**given), ctx.device)
+        return self._classifier[0]
+
+    def classify(self, ctx: EvalContext, probs: torch.Tensor) -> dict:
+        """Class histogram, entropy, KL to uniform and confidence into the record; the scalars out."""
+        stats = class_stats(probs, self._classifier[1]["classes"])
+        ctx.record.setdefault("metrics", {})["classify"] = stats
+        info = {**self._classifier[1], "n_classified": len(probs)}
+        ctx.record.setdefault("protocol", {})["classifier"] = info
+        return {f"classify_{k}": stats[k] for k in ("entropy", "kl_uniform", "confidence")}
+
+    def feature_metrics(self, ctx: EvalContext, all_feats: np.ndarray) -> dict:
+        feats, out = all_feats[: self.cfg.fid_n], {}
         if "fid" in self.cfg.metrics:
             out["fid"] = F.fid_from_features(feats, self.reference(ctx, stats=True))
         if {"kid", "pr"} & set(self.cfg.metrics):
@@ -115,9 +164,24 @@ class QualityHook:
             if "pr" in self.cfg.metrics:
                 out.update(F.precision_recall(ref, feats, k=self.cfg.pr_k))
         protocol = self.protocol(ctx)
-        ctx.record["protocol"] = protocol.to_dict()
+        ctx.record["protocol"] = {**ctx.record.get("protocol", {}), **protocol.to_dict()}
         ctx.record["protocol_key"] = F.protocol_key(protocol)
+        if self.cfg.fid_vs_n:
+            self.fid_vs_n(ctx, all_feats, protocol)
         return out
+
+    def fid_vs_n(self, ctx: EvalContext, feats: np.ndarray, protocol) -> None:
+        """Study 001's Fig. 9 at the end of the run: FID/KID at each N of eval.fid_vs_n, prefixes of
+        one sample set, in result.json's `curves` as `bench eval --curves n` writes it."""
+        rows = F.fid_kid_at_n(feats, self.reference(ctx, stats=True), self.reference(ctx, stats=False),
+                              self.cfg.fid_vs_n, self.cfg.kid_subsets, self.cfg.kid_subset_size,
+                              self.cfg.fid_seed)
+        curve = {k: v for k, v in protocol.to_dict().items() if k != "n_generated"}
+        curve.update(sample_batch=self.cfg.sample_batch, amp=ctx.amp, kid_subsets=self.cfg.kid_subsets,
+                     kid_subset_size=self.cfg.kid_subset_size)
+        curves = ctx.record.setdefault("curves", {})
+        curves["fid_vs_n"] = rows
+        curves.setdefault("protocol", {})["fid_vs_n"] = curve
 
     def protocol(self, ctx: EvalContext) -> F.Protocol:
         """The protocol of this hook's FID/KID/PR numbers (what makes two of them comparable)."""
@@ -132,7 +196,7 @@ class QualityHook:
 
     def recon(self, ctx: EvalContext, fn, name: str, prefix: str, extra: dict) -> dict:
         """Per-t SSIM/PSNR table into the record, and its mean over t as leaderboard scalars."""
-        images = ctx.dataset.heldout[: self.cfg.recon_images]
+        images = ctx.scored.images[: self.cfg.recon_images]
         kwargs = dict(batch_size=self.cfg.sample_batch, device=ctx.device, ssim=self.cfg.ssim, **extra)
         if fn is reconstruction_metrics:
             kwargs["generator"] = torch.Generator().manual_seed(self.cfg.fid_seed)

@@ -25,7 +25,7 @@ def select(n_total: int, n: int, rule: str = "random", seed: int = 0,
         raise BenchError(f"eval.subset: unknown rule {rule!r}; choose one of {', '.join(SUBSETS)}")
     gen = torch.Generator().manual_seed(seed)
     k = min(n, n_total)
-    if rule == "random":
+    if rule == "random" or k == 0:
         return torch.randperm(n_total, generator=gen)[:k]
     if labels is None:
         raise BenchError("eval.subset: 'stratified' needs class labels; this dataset has none "

@@ -18,7 +18,7 @@ from bench.data import Dataset, DeviceBatches
 from bench.device import precision_flags
 from bench.diffusion import Diffusion
 from bench.images import heldout_images
-from bench.run.context import RunContext
+from bench.run.context import RunContext, ScoredImages
 from bench.run.evaluate import validation_triples
 from bench.run.results import CHECKPOINT, SAMPLES, environment
 from bench.task import make_task
@@ -28,7 +28,10 @@ def build_run(spec: RunSpec, dataset: Dataset, device: torch.device, run_dir: st
               record: dict | None = None) -> RunContext:
     """The run's context; `record` is the result being written (a fresh `running` one if None)."""
     flags = precision_flags(device, spec.train)
-    task = make_task(spec.task, spec.data.channels, partial(heldout_images, dataset.heldout,
+    scored = ScoredImages.of(dataset, spec.eval, spec.eval.split)
+    val = scored if (spec.eval.val_split or spec.eval.split) == spec.eval.split else ScoredImages.of(
+        dataset, spec.eval, spec.eval.val_split)
+    task = make_task(spec.task, spec.data.channels, partial(heldout_images, scored.images,
                                                             device=device))
     torch.manual_seed(spec.seed)  # weight init
     model = create(spec.entry.arch, in_channels=spec.data.channels, out_channels=spec.data.channels,
@@ -42,11 +45,12 @@ def build_run(spec: RunSpec, dataset: Dataset, device: torch.device, run_dir: st
                             flip=spec.data.flip)
     diffusion = Diffusion(spec.diffusion.schedule, spec.diffusion.timesteps,
                           spec.diffusion.target, spec.diffusion.min_snr_gamma)
-    triples = validation_triples(dataset.heldout, spec.eval.val_images, spec.eval.val_t_per_image,
+    triples = validation_triples(val.images, spec.eval.val_images, spec.eval.val_t_per_image,
                                  diffusion.T, device)
     return RunContext(spec=spec, run_dir=Path(run_dir) if run_dir is not None else None,
                       device=device, flags=flags, dataset=dataset, model=model, diffusion=diffusion,
                       task=task, batches=batches, noise_gen=noise_gen, triples=triples,
+                      scored=scored, val_scored=val,
                       record=new_record(spec, device, flags, dataset) if record is None else record)
 
 

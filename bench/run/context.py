@@ -17,10 +17,36 @@ from pathlib import Path
 import torch
 
 from bench.config.suite import RunSpec
-from bench.data import Dataset, DeviceBatches
+from bench.data import Dataset, DeviceBatches, eval_split
 from bench.diffusion import Diffusion
 from bench.images import heldout_images
+from bench.metrics.subset import protocol, select
 from bench.task import Task
+
+
+@dataclass(frozen=True)
+class ScoredImages:
+    """The images the held-out metrics score (`eval.split`), in the seeded `eval.subset` order: a
+    metric that needs N images takes the first N, so every entry and seed scores the same ones."""
+    images: torch.Tensor              # uint8 [M, C, H, W], ordered
+    labels: torch.Tensor | None       # int64 [M] or None, same order
+    split: str                        # heldout | test
+    source: str                       # which images those are (the dataset's split description)
+    subset: str                       # random | stratified
+    seed: int                         # eval.subset_seed
+
+    @classmethod
+    def of(cls, dataset: Dataset, cfg, split: str) -> ScoredImages:
+        images, labels, source = eval_split(dataset, split)
+        order = select(len(images), len(images), cfg.subset, cfg.subset_seed, labels)
+        return cls(images[order], None if labels is None else labels[order], split, source,
+                   cfg.subset, cfg.subset_seed)
+
+    def protocol(self, n: int) -> dict:
+        """The record of the first `n` of these images (split, rule, seed, N, classes spanned)."""
+        k = min(n, len(self.images))
+        return protocol(self.split, self.subset, self.seed, n, self.labels, torch.arange(k),
+                        self.source)
 
 
 @dataclass
@@ -36,6 +62,8 @@ class RunContext:
     batches: DeviceBatches            # training batches (data order generator inside)
     noise_gen: torch.Generator        # training noise / timestep generator
     triples: tuple                    # fixed validation (x0, t, noise), bench.run.evaluate
+    scored: ScoredImages | None = None      # eval.split in eval.subset order (held-out metrics)
+    val_scored: ScoredImages | None = None  # the same for the validation loss (eval.val_split)
     record: dict = field(default_factory=dict)  # the result record being written
     net: torch.nn.Module | None = None  # per evaluation: the network evaluated (EMA or raw)
     state: dict | None = None         # per evaluation: the training state (bench.train.loop)
@@ -57,8 +85,8 @@ class RunContext:
         return dataclasses.replace(self, net=net, state=state, point=point)
 
     def heldout(self, n: int, offset: int = 0) -> torch.Tensor:
-        """Held-out images [offset, offset + n) in [-1, 1] on the device."""
-        return heldout_images(self.dataset.heldout, n, offset, self.device)
+        """The scored images [offset, offset + n) (eval.split, eval.subset order) in [-1, 1]."""
+        return heldout_images(self.scored.images, n, offset, self.device)
 
     def net_for_sampling(self, n: int, offset: int = 0) -> torch.nn.Module:
         """The evaluated network to draw `n` samples with (conditioned, for conditional tasks, on

@@ -1,7 +1,8 @@
 """Validation loss of a run (overall and per quarter of t) on fixed held-out triples.
 
-The validation set is a fixed list of (held-out image, timestep, noise) triples drawn from a
-generator with a constant seed, with timesteps stratified over [0, T): every model, seed and
+The validation set is a fixed list of (held-out image, timestep, noise) triples: the images are the
+first N of the `eval.val_split` in the seeded `eval.subset` order, timesteps and noise are drawn from
+a generator with a constant seed, with timesteps stratified over [0, T): every model, seed and
 evaluation sees the very same triples, so validation losses are comparable across a suite (study
 000 tracked validation loss; study 003 split by t). The grid noise depends only on `eval.grid_seed`
 and the image shape (`bench.metrics.sampling`), so `samples.png` grids are comparable across models.
@@ -18,11 +19,11 @@ VAL_SEED = 20_240_601  # constant: the validation triples are the same for every
 
 
 def validation_triples(heldout: torch.Tensor, n_images: int, t_per_image: int, T: int, device):
-    """Fixed (x0 in [-1,1], t, noise): `n_images` held-out images × stratified timesteps."""
+    """Fixed (x0 in [-1,1], t, noise): the first `n_images` of the held-out images (already in the
+    seeded `eval.subset` order, `bench.run.build.ScoredImages`) × stratified timesteps."""
     gen = torch.Generator().manual_seed(VAL_SEED)
     n = min(n_images, len(heldout))
-    pick = torch.randperm(len(heldout), generator=gen)[:n]
-    x0 = to_float(heldout[pick]).repeat_interleave(t_per_image, 0)
+    x0 = to_float(heldout[:n]).repeat_interleave(t_per_image, 0)
     k = n * t_per_image
     strata = (torch.arange(k) + torch.rand(k, generator=gen, dtype=torch.float64)) / k
     t = (strata * T).long().clamp(max=T - 1)[torch.randperm(k, generator=gen)]
