@@ -18,17 +18,17 @@ from typing import Callable
 
 import optuna
 import torch
-from torchvision.utils import save_image
 
 from bench.data import load_dataset
 from bench.device import resolve_device
 from bench.metrics.cost import model_cost
 from bench.metrics.quality import quality_hooks
-from bench.metrics.sampling import grid_noise, sample, sampling_cost
 from bench.run.build import build_run
 from bench.run.context import RunContext
+from bench.run.evaluations import evaluate_variants
+from bench.run.final import final_evaluation, snapshot
 from bench.run.evaluate import validation_loss
-from bench.run.results import CHECKPOINT, RESULT, SAMPLES, is_complete, read_result, write_json, write_with
+from bench.run.results import CHECKPOINT, RESULT, is_complete, read_result, write_json, write_with
 from bench.train.loop import checkpoint_state, train
 
 Hook = Callable[[str, RunContext], dict | None]  # hook(phase "train" | "final", ctx) -> metrics
@@ -43,22 +43,36 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
     for i, spec in enumerate(suite.runs, 1):
         run_dir = out / spec.run_id
         if is_complete(run_dir):
-            log(f"[{i}/{len(suite.runs)}] {spec.run_id}: complete, skipped")
+            log(f"[{i}/{len(suite.runs)}] {spec.run_id}: trained, skipped")
             continue
         log(f"[{i}/{len(suite.runs)}] {spec.run_id}: {spec.entry.arch}, seed {spec.seed}")
-        key = repr(spec.data)
-        if key not in datasets:
-            datasets[key] = load_dataset(spec.data)
-        run_one(spec, run_dir, datasets[key], progress=progress)
+        run_one(spec, run_dir, _dataset(datasets, spec), progress=progress)
+    evaluate_variants(suite, out, lambda spec: _dataset(datasets, spec), log)
     return out
+
+
+def _dataset(datasets: dict, spec):
+    """The run's dataset, loaded once per data section."""
+    key = repr(spec.data)
+    if key not in datasets:
+        datasets[key] = load_dataset(spec.data)
+    return datasets[key]
 
 
 def suite_record(suite) -> dict:
     """What the report needs of the suite itself: entry order, baseline, ranking metric, raw YAML."""
     return {"name": suite.name, "path": suite.path, "description": suite.description,
-            "entries": [m.name for m in suite.models], "seeds": list(suite.seeds),
-            "baseline": suite.baseline or suite.models[0].name, "metric": suite.eval.metric,
+            "entries": list(dict.fromkeys(e.label for e in suite.evaluations))  # leaderboard rows
+            or [m.name for m in suite.models], "seeds": list(suite.seeds),
+            "baseline": _baseline_label(suite), "metric": suite.eval.metric,
             "direction": suite.eval.direction, "suite": suite.raw}
+
+
+def _baseline_label(suite) -> str:
+    """The baseline entry's row label: `entry@variant` (its first variant) in a variant suite."""
+    name = suite.baseline or suite.models[0].name
+    rows = [e.label for e in suite.evaluations if e.train.entry.name == name]
+    return rows[0] if rows else name
 
 
 def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progress: bool = True) -> dict:
@@ -111,6 +125,7 @@ def _evaluate(ctx: RunContext, state: dict, hooks, clock: EvalClock) -> None:
         point.update(hook("train", view) or {})
     state["last_eval_step"] = state["step"]
     write_with(ctx.run_dir / CHECKPOINT, lambda p: torch.save(checkpoint_state(state), p))
+    snapshot(view, state)  # the fixed-noise grid of this evaluation (and its checkpoint if kept)
     _fill(record, state, clock.so_far(started), clock.wall_start)
     write_json(ctx.run_dir / RESULT, record)
     clock.seconds = clock.so_far(started)
@@ -122,24 +137,16 @@ def _evaluated_net(spec, state: dict) -> torch.nn.Module:
 
 
 def _finish(ctx: RunContext, state: dict, hooks, clock: EvalClock) -> None:
-    """Final metrics (sample grid, sampling cost, hooks) and the complete result."""
+    """Final metrics (sample grid, sampling cost, x̂0 panel, hooks, protocol) and the complete
+    result. A run of a suite with `eval.variants` is only trained here (`role: training`): each
+    variant evaluates its checkpoint (`bench.run.evaluations`)."""
     started, spec, record = time.perf_counter(), ctx.spec, ctx.record
-    view = ctx.evaluating(_evaluated_net(spec, state), state)
-    n = spec.eval.grid
-    noise = grid_noise(n, ctx.shape, spec.eval.grid_seed, ctx.device)
-    grid = sample(view.net_for_sampling(n), ctx.diffusion, spec.eval, n, ctx.shape, noise=noise,
-                  seed=spec.eval.grid_seed, amp=ctx.amp, device=ctx.device)
-    grid, task_metrics = ctx.task.finish(grid)
-    record["metrics"].update(task_metrics)
-    write_with(ctx.run_dir / SAMPLES, lambda p: save_image((grid + 1) / 2, p, nrow=_nrow(n),
-                                                          format="png"))
-    record["metrics"].update(sampling_cost(view.net_for_sampling(spec.eval.sample_batch),
-                                           ctx.diffusion, spec.eval, ctx.shape, amp=ctx.amp,
-                                           device=ctx.device))
     last = next(p for p in reversed(state["history"]) if "val_loss" in p)
     record["metrics"].update({k: v for k, v in last.items() if k.startswith("val_loss")})
-    for hook in hooks:
-        record["metrics"].update(hook("final", view) or {})
+    if spec.eval.variants:
+        record["role"] = "training"
+    else:
+        final_evaluation(ctx.evaluating(_evaluated_net(spec, state), state), hooks)
     _fill(record, state, clock.so_far(started), clock.wall_start)
     record["status"] = "complete"
     write_json(ctx.run_dir / RESULT, record)
@@ -178,7 +185,3 @@ def _peak_mb(device: torch.device, metrics: dict) -> float | None:
         return None
     peak = torch.cuda.max_memory_allocated(device) / 2**20
     return max(peak, metrics.get("peak_mem_train_mb") or 0.0)
-
-
-def _nrow(n: int) -> int:
-    return max(1, int(n ** 0.5))

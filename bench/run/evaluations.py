@@ -1,0 +1,84 @@
+"""Eval variants of trained runs (`eval.variants`, `bench.config.variants`): each (run, variant)
+evaluated from the run's `checkpoint.pt` into its own folder `<run_id>@<variant>-<hash>/`, with a
+result.json that is a leaderboard row of its own. Nothing is trained here.
+
+The row's record is the trained run's (config, history, validation loss, budget, timing, cost) with
+the variant's eval section, `entry: <entry>@<variant>`, `trained_run: <run_id>`, and the metrics
+and protocol of this evaluation (`bench.run.final`), so a paired test across seeds compares two
+variants on the very same networks. Used by `bench run` (every pending evaluation after the
+trainings) and `bench eval RUN --variant NAME` (one evaluation of a finished run, its own sampler
+settings).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.device import resolve_device
+from bench.errors import BenchError
+from bench.metrics.quality import quality_hooks
+from bench.run.build import build_run
+from bench.run.curves import load_network
+from bench.run.final import final_evaluation, variant_record
+from bench.run.results import CHECKPOINT, RESULT, SAMPLES, is_complete, read_result, write_json
+
+
+def evaluate_variants(suite, out: Path, dataset_of: Callable, log: Callable[[str], None] = print) -> None:
+    """Every pending (trained run, variant) evaluation of `suite` under `out`."""
+    pending = [ev for ev in suite.evaluations if ev.variant is not None]
+    for i, ev in enumerate(pending, 1):
+        where = f"[eval {i}/{len(pending)}] {ev.eval_id}"
+        if is_complete(out / ev.eval_id):
+            log(f"{where}: complete, skipped")
+            continue
+        log(f"{where}: {ev.label}, seed {ev.train.seed}")
+        evaluate(ev.spec, ev.variant, out / ev.train.run_id, out / ev.eval_id, dataset_of(ev.spec))
+
+
+def evaluate(spec, variant: str, train_dir: Path, eval_dir: Path, dataset, hooks=()) -> dict:
+    """Evaluate the trained run in `train_dir` under `spec.eval` (a variant named `variant`)."""
+    started = time.perf_counter()
+    trained = read_result(train_dir)
+    if not trained or trained.get("status") != "complete" or not (train_dir / CHECKPOINT).is_file():
+        raise BenchError(f"eval: {train_dir}: not a complete trained run with a {CHECKPOINT}; "
+                         "train it with `bench run` first")
+    record = variant_start(trained, spec, variant, eval_dir)
+    ctx = build_run(spec, dataset, resolve_device(spec.train.device), eval_dir, record)
+    checkpoint = torch.load(train_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    view = ctx.evaluating(load_network(spec, ctx, checkpoint, ema=spec.eval.use_ema))
+    try:
+        final_evaluation(view, [*quality_hooks(spec), *hooks], variant_record(variant, spec))
+    except BaseException as err:  # keep what was measured, say why it stopped, re-raise
+        record.update(status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                      error=f"{type(err).__name__}: {err}")
+        write_json(eval_dir / RESULT, record)
+        raise
+    record["timing"] = {**record["timing"], "variant_eval_seconds": time.perf_counter() - started}
+    record["status"] = "complete"
+    write_json(eval_dir / RESULT, record)
+    return record
+
+
+def variant_start(trained: dict, spec, variant: str, eval_dir: Path) -> dict:
+    """The trained run's record as the start of one variant's row (`status: running`)."""
+    record = copy.deepcopy(trained)
+    for key in ("protocol", "protocol_key", "curves", "role", "error"):
+        record.pop(key, None)
+    record["metrics"] = {k: v for k, v in record["metrics"].items() if _training_metric(k)}
+    record["config"]["eval"] = {k: v for k, v in asdict(spec.eval).items() if k != "variants"}
+    record.update(entry=f"{trained['entry']}@{variant}", run_id=eval_dir.name, status="running",
+                  trained_run=trained["run_id"], files={"samples": SAMPLES,
+                                                        "checkpoint": f"../{trained['run_id']}/{CHECKPOINT}"})
+    return record
+
+
+TRAINING_METRICS = ("params", "gflops", "final_train_loss", "train_img_per_s", "peak_mem_train_mb")
+
+
+def _training_metric(name: str) -> bool:
+    return name in TRAINING_METRICS or name.startswith("val_loss")
