@@ -8,9 +8,10 @@ import torch
 
 from bench.config.suite import parse_suite
 from bench.data import load_dataset
-from bench.images import to_float
 from bench.errors import BenchError
+from bench.images import to_float
 from bench.metrics.hook import EvalContext
+from bench.metrics.subset import select
 from bench.run.build import build_run
 from bench.run.context import RunContext
 
@@ -36,7 +37,9 @@ def test_run_context_has_every_member_of_the_hook_protocol():
 def test_heldout_slices_convert_and_refuse_beyond_the_split():
     ctx = _context()
     held = ctx.dataset.heldout
-    assert torch.equal(ctx.heldout(2, 1), to_float(held[1:3]))
+    order = select(len(held), len(held), "random", 0)             # eval.subset, eval.subset_seed
+    assert torch.equal(ctx.scored.images, held[order]) and ctx.scored.split == "heldout"
+    assert torch.equal(ctx.heldout(2, 1), to_float(held[order[1:3]]))
     with pytest.raises(BenchError, match=f"needs {len(held) + 1} held-out images"):
         ctx.heldout(len(held), 1)
 
@@ -50,5 +53,5 @@ def test_net_for_sampling_is_the_evaluated_net_or_its_conditioned_wrapper():
     inpaint = _context(kind="inpaint")
     wrapped = inpaint.evaluating(inpaint.model).net_for_sampling(2, 1)
     assert wrapped.model is inpaint.model
-    assert torch.equal(wrapped.cond[:, :3], to_float(inpaint.dataset.heldout[1:3]) *
+    assert torch.equal(wrapped.cond[:, :3], to_float(inpaint.scored.images[1:3]) *
                        wrapped.cond[:, 3:])

@@ -43,7 +43,7 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
     for i, spec in enumerate(suite.runs, 1):
         run_dir = out / spec.run_id
         if is_complete(run_dir):
-            log(f"[{i}/{len(suite.runs)}] {spec.run_id}: trained, skipped")
+            log(f"[{i}/{len(suite.runs)}] {spec.run_id}: complete, skipped")
             continue
         log(f"[{i}/{len(suite.runs)}] {spec.run_id}: {spec.entry.arch}, seed {spec.seed}")
         run_one(spec, run_dir, _dataset(datasets, spec), progress=progress)
