@@ -97,7 +97,8 @@ def test_page_is_self_contained(page):
 def test_page_has_the_leaderboard_and_one_section_per_question(page):
     elements = parse(page.read_text(encoding="utf-8"))
     ids = [a.get("id") for tag, a in elements.tags if tag == "section"]
-    assert ids == ["ranking", "cost", "training", "recon", "sampling", "samples", "provenance"]
+    assert ids == ["ranking", "cost", "training", "recon", "sampling", "snapshots", "x0", "classes",
+                   "samples", "provenance"]
     for header in ("rank", "verdict", "95% CI", "Δ vs baseline [95% CI]", "FID", "params (M)",
                    "train img/s", "Pareto", "t (1-based)", "git_commit", "protocol"):
         assert header in elements.headers, header
