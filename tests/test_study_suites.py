@@ -27,7 +27,8 @@ STUDIES = ["cifar_arch", "anime_000", "inpaint_002", "fruits_003", "flowers_004"
 TINY = ["data.num_images=64", "data.limit=null", "budget.kimg=0.024", "eval.every_kimg=null",
         "eval.grid=2", "eval.sample_batch=2", "eval.val_images=8", "eval.val_t_per_image=2",
         "train.device=cpu", "train.batch_size=8", "seeds=[0]", "eval.metrics=[]",
-        "eval.metric=val_loss", "eval.direction=minimize"]
+        "eval.metric=val_loss", "eval.direction=minimize", "eval.fid_proxy_n=0",
+        "eval.fid_proxy_steps=null", "eval.fid_vs_n=null"]
 SYNTHETIC = ["data.dataset=synthetic", "data.root=null"]
 
 
@@ -106,6 +107,15 @@ def tiny_spec(name: str, entry: str, overrides: list[str]):
     return replace(spec, entry=replace(spec.entry, kwargs=kwargs, match=None))
 
 
+def tiny_eval_spec(name: str, label: str, overrides: list[str]):
+    """The planned evaluation `label` (entry@variant) of a suite: its run under the variant's eval
+    section (no variants left, so `run_one` trains and evaluates it), at width 8."""
+    suite = load_suite(SUITES / f"{name}.yaml", TINY + overrides, check_models=False)
+    spec = next(e.spec for e in suite.evaluations if e.label == label)
+    kwargs = {**spec.entry.kwargs, width_kwarg(spec.entry.arch): 8}
+    return replace(spec, entry=replace(spec.entry, kwargs=kwargs, match=None))
+
+
 def run_tiny(spec, run_dir: Path, dataset=None) -> dict:
     record = run_one(spec, run_dir, dataset or load_dataset(spec.data), progress=False)
     assert record["status"] == "complete"
@@ -116,8 +126,9 @@ def run_tiny(spec, run_dir: Path, dataset=None) -> dict:
 
 
 def test_cifar_arch_baseline_trains_on_cpu(tmp_path):
-    spec = tiny_spec("cifar_arch", "baseline", SYNTHETIC + ["data.image_size=16",
-                                                           "diffusion.timesteps=25"])
+    pure = [m.get("name") for m in raw("cifar_arch")["models"]].index("pure_unet")
+    spec = tiny_spec("cifar_arch", "baseline", SYNTHETIC + [  # no FID here: drop pure_unet's curve
+        "data.image_size=16", "diffusion.timesteps=25", f"models.{pure}.overrides.eval.fid_vs_n=null"])
     assert (spec.eval.sampler, spec.eval.sampler_opts) == ("ddpm", {"variance": "fixed_large", "clip": False})
     assert not spec.eval.use_ema and spec.train.grad_clip is None
     record = run_tiny(spec, tmp_path)
@@ -134,9 +145,9 @@ def test_anime_000_mini_keeps_its_table_iii_batch_and_lr_on_cpu(tmp_path):
 
 
 def test_inpaint_002_shortened_sampler_with_restarts_inpaints_on_cpu(tmp_path):
-    spec = tiny_spec("inpaint_002", "shortened_25_small_var",
-                     SYNTHETIC + ["data.image_size=16", "diffusion.timesteps=100",
-                                  "train.cycle_kimg=0.008", "train.log_every=1"])
+    spec = tiny_eval_spec("inpaint_002", "baseline@shortened_25_beta_tilde",
+                          SYNTHETIC + ["data.image_size=16", "diffusion.timesteps=500",
+                                       "train.cycle_kimg=0.008", "train.log_every=1"])
     assert (spec.eval.sampler, spec.eval.steps) == ("shortened", 25)
     assert spec.eval.sampler_opts["variance"] == "fixed_small"
     assert spec.train.lr_schedule == "cosine_restarts" and spec.task.kind == "inpaint"
@@ -147,8 +158,9 @@ def test_inpaint_002_shortened_sampler_with_restarts_inpaints_on_cpu(tmp_path):
 
 
 def test_flowers_004_cbam_with_cosine_t500_schedule_on_cpu(tmp_path):
-    spec = tiny_spec("flowers_004", "cbam", SYNTHETIC + ["data.image_size=32",
-                                                        "diffusion.timesteps=25"])
+    spec = tiny_eval_spec("flowers_004", "cbam@sigma_small", SYNTHETIC + ["data.image_size=32",
+                                                                         "diffusion.timesteps=25"])
+    assert spec.eval.sampler_opts == {"variance": "fixed_small"} and spec.eval.variants == []
     assert (spec.diffusion.schedule, spec.train.lr_schedule, spec.train.lr_min) == ("cosine", "cosine", 1e-7)
     run_tiny(spec, tmp_path)
 
@@ -168,8 +180,9 @@ def fruits_held_out(images: torch.Tensor) -> set[int]:
 def test_fruits_003_grouped_fold_holds_out_whole_fruits_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     fruit_tree(tmp_path / "Training")
-    common = [f"data.root={tmp_path / 'Training'}", "data.image_size=16", "diffusion.timesteps=25",
-              "eval.recon_t=null"]
+    fruit_tree(tmp_path / "Test")
+    common = [f"data.root={tmp_path / 'Training'}", f"data.test_root={tmp_path / 'Test'}",
+              "data.image_size=16", "diffusion.timesteps=25", "eval.recon_t=null"]
     leaky = load_dataset(tiny_spec("fruits_003", "leaky_fold1", common).data)
     assert len(leaky.heldout) == 8 and len(fruits_held_out(leaky.heldout)) > 1   # views of several fruits
     spec = tiny_spec("fruits_003", "grouped_fold1", common)
@@ -180,3 +193,5 @@ def test_fruits_003_grouped_fold_holds_out_whole_fruits_on_cpu(tmp_path, monkeyp
     assert not held & fruits_held_out(grouped.train)
     record = run_tiny(spec, tmp_path / "run", grouped)
     assert (record["data"]["train"], record["data"]["heldout"]) == (32, 8)
+    assert (spec.eval.split, spec.eval.val_split, spec.eval.subset) == ("test", "heldout", "stratified")
+    assert record["protocol"]["images"]["val_loss"]["split"] == "heldout"   # the fold's own images

@@ -106,6 +106,11 @@ def _check_eval_extras(spec, where: str) -> None:
             raise BenchError(f"{where}: eval.fid_vs_n: {n!r}; FID needs integers N >= 2")
     if ev.fid_vs_n and not {"fid", "kid"} & set(ev.metrics):
         raise BenchError(f"{where}: eval.fid_vs_n: needs 'fid' in eval.metrics")
+    size = spec.data.image_size
+    if ev.ssim == "wang" and {"recon", "roundtrip"} & set(ev.metrics) and min(
+            size if isinstance(size, (list, tuple)) else [size]) < 11:
+        raise BenchError(f"{where}: eval.ssim: 'wang' needs images of at least 11x11 px (its "
+                         f"window), data.image_size is {size}; use eval.ssim: torchmetrics")
     if ev.classify_n is not None and ev.classify_n < 1:
         raise BenchError(f"{where}: eval.classify_n: must be positive or null, got {ev.classify_n}")
     if ev.classifier:
