@@ -62,7 +62,7 @@ BAD = [
     (dict(diffusion__schedule="cosin"), "diffusion.schedule: unknown schedule 'cosin' (did you mean cosine"),
     (dict(eval__sampler="ddpx"), "eval.sampler: unknown sampler 'ddpx'"),
     (dict(eval__sampler_opts={"eta": "x"}), "eval.sampler_opts"),
-    (dict(budget={"kimg": -1}), "budget.kimg: must be positive, got -1"),
+    (dict(budget={"kimg": -1}), "budget.kimg: -1.0 is out of range; the documented range is [0.001, inf)"),
     (dict(budget={"kimg": 1, "steps": 5}), "give exactly one of kimg, steps, seconds"),
     (dict(models__0__arch="unet_tinny"), "unknown architecture 'unet_tinny' (did you mean unet_tiny"),
     (dict(models__0__kwargs={"nonsense": 1}), "models[0].kwargs: unet_tiny:"),
@@ -102,7 +102,7 @@ def test_set_overrides_any_key_and_refuses_bad_ones(tmp_path):
     suite = load_suite(path, ["train.lr=1e-4", "models.1.kwargs.base_channels=24", "seeds=[3]"])
     assert suite.train.lr == 1e-4 and suite.seeds == (3,)
     assert suite.runs[1].entry.kwargs == {"base_channels": 24}
-    with pytest.raises(BenchError, match=r"models\[1\]: unet_tiny at data.image_size 16: width 12"):
+    with pytest.raises(BenchError, match=r"models\[1\]\.kwargs\.base_channels: unet_tiny at data.image_size 16: width 12"):
         load_suite(path, ["models.1.kwargs.base_channels=12"])
     with pytest.raises(BenchError, match="expected KEY=VALUE"):
         load_suite(path, ["train.lr"])

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import io
 import math
+import subprocess
+import sys
 import time
+import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +109,39 @@ def test_lr_warmup_cosine_and_restarts():
     assert sgdr_phase(sgdr, 4.0) == pytest.approx(0.5)   # second cycle lasts 4 kimg
     assert lr_at(sgdr, 2.0, 0.3) == pytest.approx(1.0)
     assert lr_at(sgdr, 1.0, 0.1) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 2)))
+
+
+@pytest.mark.parametrize("mult", [1, 2, 3])
+def test_sgdr_matches_pytorch_cosine_annealing_warm_restarts(mult):
+    """lr_at(cosine_restarts) == torch's CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) at the same
+    (fractional) epoch, kimg standing for epochs; includes points far beyond many restarts."""
+    cfg = replace(CFG, lr=1.0, lr_min=0.1, lr_schedule="cosine_restarts", cycle_kimg=2.0,
+                  cycle_mult=float(mult))
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=mult, eta_min=0.1)
+    for kimg in (0.0, 0.7, 1.5, 2.2, 4.5, 7.9, 40.3, 1234.5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # step(epoch) is deprecated, still the reference's API
+            ref.step(kimg)
+        assert lr_at(cfg, kimg, 0.0) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-9), kimg
+
+
+def test_sgdr_is_bounded_by_construction():
+    """The inputs that used to loop forever (a zero cycle, a shrinking cycle, 10^15 cycles) return
+    at once from a closed form or are refused; run in a subprocess so a regression fails, not hangs."""
+    code = ("from dataclasses import replace; from bench.config.schema import TrainConfig; "
+            "from bench.train.optim import sgdr_phase\n"
+            "cfg = TrainConfig(lr_schedule='cosine_restarts', cycle_kimg=0.001, cycle_mult=1.0)\n"
+            "print(sgdr_phase(cfg, 1e12), sgdr_phase(replace(cfg, cycle_mult=1.0000001), 1e12))\n"
+            "for bad in ({'cycle_kimg': 0.0}, {'cycle_mult': 0.0}, {'cycle_mult': 0.5}):\n"
+            "    try: sgdr_phase(replace(cfg, **bad), 300.0)\n"
+            "    except ValueError as e: print('refused', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    first, *refused = proc.stdout.strip().splitlines()
+    assert all(0.0 <= float(v) < 1.0 for v in first.split())
+    assert len(refused) == 3 and all(line.startswith("refused SGDR needs") for line in refused)
 
 
 def test_budget_next_batch_trims_the_last_batch():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from dataclasses import replace
 
 import torch
@@ -121,25 +122,21 @@ def _check_eval_extras(spec, where: str) -> None:
 
 
 def _check_values(spec, where: str) -> None:
+    """Rules across keys (each number's own range is checked by bench.config.ranges)."""
     budget = {k: v for k, v in vars(spec.budget).items() if v is not None}
     if len(budget) != 1:
         raise BenchError(f"{where}: budget: give exactly one of kimg, steps, seconds (got "
                          f"{', '.join(budget) or 'none'})")
-    (unit, amount), = budget.items()
-    positive = {f"budget.{unit}": amount, "train.batch_size": spec.train.batch_size,
-                "train.lr": spec.train.lr, "diffusion.timesteps": spec.diffusion.timesteps,
-                "data.image_size": spec.data.image_size, "eval.grid": spec.eval.grid,
-                "eval.sample_batch": spec.eval.sample_batch, "eval.val_images": spec.eval.val_images,
-                "eval.val_t_per_image": spec.eval.val_t_per_image}
-    for key, value in positive.items():
-        if value <= 0:
-            raise BenchError(f"{where}: {key}: must be positive, got {value}")
-    in_unit = {"train.ema_decay": spec.train.ema_decay, "data.holdout": spec.data.holdout}
-    for key, value in in_unit.items():
-        if not 0 <= value < 1:
-            raise BenchError(f"{where}: {key}: must be in [0, 1), got {value}")
-    if spec.data.channels not in (1, 3):
-        raise choices_error(f"{where}: data.channels", "channel count", spec.data.channels, [1, 3])
+    if spec.train.lr_min > spec.train.lr:
+        raise BenchError(f"{where}: train.lr_min: {spec.train.lr_min} is above train.lr "
+                         f"{spec.train.lr}; the cosine floor must be at most the peak")
+    data = spec.data
+    if data.dataset == "synthetic":
+        held = round(data.holdout * data.num_images)
+        if held < 1 or held >= data.num_images:
+            raise BenchError(f"{where}: data.holdout: {data.holdout} of data.num_images "
+                             f"{data.num_images} holds out {held} images; need at least 1 held "
+                             f"out and 1 to train on")
 
 
 def _match(spec, where: str, entry_path: str):
@@ -174,23 +171,51 @@ def _matched(arch, kwargs_json, target_json, kind, channels, cond, image_size):
 @functools.lru_cache(maxsize=256)
 def model_summary(arch: str, kwargs_json: str, channels: int, image_size: int,
                   where: str, entry_path: str, cond: int = 0) -> tuple[int, int]:
-    """(parameter count, downsample_factor) of an entry, built on the meta device."""
+    """(parameter count, downsample_factor) of an entry, built and run once on the meta device.
 
+    A failure is blamed on the one user keyword whose removal lets the model build (a zero width,
+    a negative depth): the message names `models[i].kwargs.<key>`.
+    """
     kwargs = json.loads(kwargs_json)
-    if cond:
-        kwargs["cond_channels"] = cond
     try:
-        with torch.device("meta"):
-            model = create(arch, in_channels=channels, out_channels=channels,
-                           image_size=image_size, **kwargs)
+        model = _probe(arch, kwargs, channels, image_size, cond)
     except UnknownArchitectureError as err:
         raise BenchError(f"{where}: {entry_path}.arch: {err}") from None
-    except TypeError as err:  # an unknown or missing keyword
+    except TypeError as err:
+        if "keyword argument" not in str(err):   # a wrong value deep inside the model
+            raise _refused(err, arch, kwargs, channels, image_size, cond, where, entry_path) from None
         if cond and "cond_channels" in str(err):
             raise BenchError(f"{where}: task.kind: inpaint needs an architecture that accepts "
                              f"cond_channels; {entry_path} ({arch}) does not") from None
         raise BenchError(f"{where}: {entry_path}.kwargs: {arch}: {err}") from None
-    except (BenchError, ValueError, AssertionError) as err:  # the design refuses these values
-        raise BenchError(f"{where}: {entry_path}: {arch} at data.image_size {image_size}: "
-                         f"{err}") from None
+    except Exception as err:  # noqa: BLE001 -- the design refuses these values, whatever it raises
+        raise _refused(err, arch, kwargs, channels, image_size, cond, where, entry_path) from None
     return sum(p.numel() for p in model.parameters()), int(getattr(model, "downsample_factor", 1))
+
+
+def _probe(arch: str, kwargs: dict, channels: int, image_size: int, cond: int):
+    """Build the entry on the meta device and run one forward (shapes only, nothing allocated)."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # "zero-element tensors" of a zero width
+        model = create(arch, in_channels=channels, out_channels=channels, image_size=image_size,
+                       cond_channels=cond or None, **kwargs)
+        x = torch.zeros(1, channels + cond, image_size, image_size)
+        out = model(x, torch.zeros(1, dtype=torch.long))
+    if tuple(out.shape) != (1, channels, image_size, image_size):
+        raise ValueError(f"output shape {list(out.shape)} is not the input's "
+                         f"{[1, channels, image_size, image_size]}")
+    return model
+
+
+def _refused(err, arch, kwargs, channels, image_size, cond, where, entry_path) -> BenchError:
+    """One line naming the keyword to blame (the one whose default builds), else the entry."""
+    path = entry_path
+    for key in sorted(kwargs):
+        try:
+            _probe(arch, {k: v for k, v in kwargs.items() if k != key}, channels, image_size, cond)
+        except Exception:  # noqa: BLE001 -- still refused without it: not this keyword
+            continue
+        path = f"{entry_path}.kwargs.{key}"
+        break
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return BenchError(f"{where}: {path}: {arch} at data.image_size {image_size}: {text}")

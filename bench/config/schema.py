@@ -6,6 +6,7 @@ annotations: every field's type hint is the schema, `Literal[...]` lists the val
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -165,13 +166,15 @@ def coerce(hint: Any, value: Any, where: str, path: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise BenchError(f"{where}: {path}: expected a list of {len(args)} numbers, got {_show(value)}")
         return tuple(coerce(a, v, where, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
-            return float(value)  # YAML reads 2e-4 as a string; accept it as a number
-        except ValueError:
-            pass
+            number = float(value)  # YAML reads 2e-4 as a string; accept it as a number
+        except (ValueError, OverflowError):
+            number = None
+        if number is not None and not math.isfinite(number):
+            raise BenchError(f"{where}: {path}: {value!r} is not a finite number")
+        if number is not None:
+            return number
     expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                 dict: "a mapping", list: "a list"}
     if hint in expected and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):

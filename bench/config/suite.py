@@ -10,14 +10,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.config.checks import check_run
 from bench.config.variants import Evaluation, plan_evaluations, training_eval
+from bench.config.ranges import SEEDS_RULE, allowed, check_finite, check_ranges
 from bench.config.schema import (
     BudgetConfig,
     DataConfig,
@@ -28,10 +28,12 @@ from bench.config.schema import (
     TrainConfig,
     build,
 )
+from bench.config.yamlfile import parse_yaml, read_yaml
 from bench.errors import BenchError, choices_error
 
 SECTIONS = {"data": DataConfig, "task": TaskConfig, "diffusion": DiffusionConfig,
             "budget": BudgetConfig, "train": TrainConfig, "eval": EvalConfig}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become folder names
 TOP_KEYS = {"name", "description", "baseline", "seeds", "models", "search", *SECTIONS}
 
 
@@ -88,16 +90,10 @@ class Suite:
 def load_suite(path: str | Path, overrides: list[str] = (), check_models: bool = True) -> Suite:
     """Read, override, validate and plan a suite; raises BenchError on any bad input."""
     where = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise BenchError(f"{where}: no such suite file") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark else ""
-        raise BenchError(f"{where}: not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise BenchError(f"{where}: expected a mapping of suite sections at the top level")
+        raise BenchError(f"{where}: expected a mapping of suite sections at the top level, got "
+                         f"{type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item, where)
     return parse_suite(raw, where, check_models)
@@ -107,25 +103,29 @@ def apply_override(raw: dict, item: str, where: str) -> None:
     """`--set a.b.c=value` (value parsed as YAML; list indices as numbers: models.0.kwargs.x=1)."""
     key, sep, text = item.partition("=")
     if not sep or not key:
-        raise BenchError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+        raise BenchError(f"{where}: --set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
     node, parts = raw, key.split(".")
+    if not all(parts):
+        raise BenchError(f"{where}: --set {key}: empty key part; write section.key, e.g. train.lr")
     for part in parts[:-1]:
         if isinstance(node, list):
-            node = node[_index(part, node, key)]
+            node = node[_index(part, node, key, where)]
         else:
-            node = node.setdefault(part, {})
-            if not isinstance(node, (dict, list)):
-                raise BenchError(f"--set {key}: {part!r} is not a section")
-    value = yaml.safe_load(text) if text else None
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        if not isinstance(node, (dict, list)):
+            raise BenchError(f"{where}: --set {key}: {part!r} is not a section")
+    value = parse_yaml(text, f"{where}: --set {key}") if text else None
     if isinstance(node, list):
-        node[_index(parts[-1], node, key)] = value
+        node[_index(parts[-1], node, key, where)] = value
     else:
         node[parts[-1]] = value
 
 
-def _index(part: str, node: list, key: str) -> int:
+def _index(part: str, node: list, key: str, where: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise BenchError(f"--set {key}: {part!r} is not an index of a {len(node)}-item list")
+        raise BenchError(f"{where}: --set {key}: {part!r} is not an index of a {len(node)}-item list")
     return int(part)
 
 
@@ -134,10 +134,11 @@ def parse_suite(raw: dict, where: str, check_models: bool = True) -> Suite:
     for key in raw:
         if key not in TOP_KEYS:
             raise choices_error(f"{where}: {key}", "section", key, TOP_KEYS)
+    check_finite(raw, where)
     name = raw.get("name") or Path(where).stem
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise BenchError(f"{where}: name: expected a plain name (letters, digits, _ or -), got {name!r}")
-    sections = {k: build(cls, raw.get(k), where, k) for k, cls in SECTIONS.items()}
+    sections = {k: _section(cls, raw.get(k), where, k, k) for k, cls in SECTIONS.items()}
     models = _parse_models(raw.get("models"), where)
     seeds = _parse_seeds(raw.get("seeds", [0]), where)
     baseline = raw.get("baseline")
@@ -161,7 +162,15 @@ def _parse_models(items: Any, where: str) -> tuple[ModelEntry, ...]:
     entries = []
     for i, item in enumerate(items):
         entry = build(ModelEntry, item, where, f"models[{i}]")
-        entries.append(replace(entry, name=entry.name or entry.arch))
+        entry = replace(entry, name=entry.name or entry.arch)
+        if not isinstance(entry.arch, str) or not entry.arch:
+            raise BenchError(f"{where}: models[{i}].arch: expected an architecture name (python -m "
+                             f"bench list), got {entry.arch!r}")
+        if not isinstance(entry.name, str) or not _NAME.match(entry.name) or ".." in entry.name:
+            raise BenchError(f"{where}: models[{i}].name: expected a plain name (letters, digits, "
+                             f"_ . + -; no / or ..), got {entry.name!r}")
+        _check_overrides(entry.overrides, where, f"models[{i}].overrides")
+        entries.append(entry)
     names = [e.name for e in entries]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
@@ -175,18 +184,38 @@ def _parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
     if (not isinstance(seeds, list) or not seeds
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise BenchError(f"{where}: seeds: expected a list of integers or a count, got {seeds!r}")
+    dup = next((s for s in seeds if seeds.count(s) > 1), None)
+    if dup is not None:
+        raise BenchError(f"{where}: seeds: seed {dup} is listed twice; each seed is one run")
+    for s in seeds:
+        if not allowed(SEEDS_RULE, s):
+            raise BenchError(f"{where}: seeds: {s} is out of range; the documented range is {SEEDS_RULE}")
     return tuple(seeds)
+
+
+def _check_overrides(overrides: dict, where: str, path: str) -> None:
+    """Entry overrides: a mapping of section name -> mapping of keys."""
+    for key, value in overrides.items():
+        if key not in SECTIONS:
+            raise choices_error(f"{where}: {path}.{key}", "section", key, SECTIONS)
+        if value is not None and not isinstance(value, dict):
+            raise BenchError(f"{where}: {path}.{key}: expected a mapping of {key} keys, e.g. "
+                             f"{{lr: 1e-4}}, got {type(value).__name__} {value!r}")
+
+
+def _section(cls: type, data: Any, where: str, key: str, path: str):
+    """Build a section (types) and check its numbers against their documented ranges."""
+    section = build(cls, data, where, path)
+    check_ranges(section, key, where, path)
+    return section
 
 
 def _plan(suite: Suite, i: int, entry: ModelEntry, seed: int, check_models: bool) -> RunSpec:
     """Resolve one entry's sections (suite defaults + entry overrides) and check it."""
     where, sections = suite.path, {}
-    for key in entry.overrides:
-        if key not in SECTIONS:
-            raise choices_error(f"{where}: models[{i}].overrides.{key}", "section", key, SECTIONS)
     for key, cls in SECTIONS.items():
         merged = {**asdict(getattr(suite, key)), **(entry.overrides.get(key) or {})}
-        sections[key] = build(cls, merged, where, f"models[{i}].overrides.{key}"
-                              if key in entry.overrides else key)
+        sections[key] = _section(cls, merged, where, key, f"models[{i}].overrides.{key}"
+                                 if key in entry.overrides else key)
     spec = RunSpec(suite=suite.name, entry=entry, seed=seed, **sections)
     return check_run(spec, where, f"models[{i}]", check_models)

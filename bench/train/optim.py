@@ -34,13 +34,22 @@ def lr_at(cfg, kimg: float, progress: float) -> float:
 
 
 def sgdr_phase(cfg, kimg: float) -> float:
-    """Position in [0, 1) inside the current SGDR cycle (cycles of cycle_kimg * cycle_mult^i)."""
-    length, start = cfg.cycle_kimg, max(cfg.warmup_kimg, 0.0)
-    position = kimg - start
-    while position >= length:
-        position -= length
-        length *= cfg.cycle_mult
-    return position / length
+    """Position in [0, 1) inside the current SGDR cycle (cycles of cycle_kimg * cycle_mult^i).
+
+    Closed form, as PyTorch's `CosineAnnealingWarmRestarts`: the cycle index is
+    n = floor(log_m(1 + x (m - 1) / T_0)) (n = floor(x / T_0) when m = 1), so the cost does not grow
+    with the number of cycles and no user number can make it loop.
+    """
+    length, mult = float(cfg.cycle_kimg), float(cfg.cycle_mult)
+    if not (length > 0 and mult >= 1 and math.isfinite(length) and math.isfinite(mult)):
+        raise ValueError(f"SGDR needs cycle_kimg > 0 and cycle_mult >= 1, got {length}, {mult}")
+    position = max(kimg - max(cfg.warmup_kimg, 0.0), 0.0)
+    if mult == 1.0:
+        return (position % length) / length
+    n = math.floor(math.log1p(position * (mult - 1) / length) / math.log(mult))
+    start = length * (mult ** n - 1) / (mult - 1)
+    phase = (position - start) / (length * mult ** n)
+    return min(max(phase, 0.0), math.nextafter(1.0, 0.0))  # float rounding at a cycle boundary
 
 
 def ema_decay(decay: float, n_averaged: int, warmup: bool) -> float:
