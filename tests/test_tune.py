@@ -259,7 +259,7 @@ BAD = [
     ({"train.lr": {"low": 1e-2, "high": 1e-4}}, "search.space.train.lr: low (0.01) must be below high"),
     ({"train.lr": {"lo": 1e-4, "high": 1e-2}}, "search.space.train.lr: unknown option 'lo'"),
     ({"train.ema_decay": {"low": 0.9, "high": 1.5}},
-     "search.space.train.ema_decay: 1.5 is refused: train.ema_decay: must be in [0, 1)"),
+     "search.space.train.ema_decay: 1.5 is refused: train.ema_decay: 1.5 is out of range; the documented range is [0, 1)"),
     ({"models.kwargs.dropot": {"choices": [0.0, 0.1]}}, "search.space.models.kwargs.dropot: 0.0 is refused"),
     ({"train.batch_size": {"low": 8, "high": 32, "step": 2.5}},
      "search.space.train.batch_size: low, high and step must be integers"),

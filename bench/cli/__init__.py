@@ -17,16 +17,26 @@ from architectures import create, list_architectures
 from bench.cli import eval as eval_cli
 from bench.cli import report as report_cli
 from bench.cli import tune as tune_cli
+from bench.config.preflight import preflight
 from bench.config.suite import load_suite
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from bench.metrics.cost import count_params, forward_flops
 from bench.report import write_report
+from bench.run.lock import suite_lock
 from bench.run.results import is_complete
 from bench.run.runner import run_suite
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line too (`bench: error: ...`, exit code 2)."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("bench").strip()
+        self.exit(2, one_line(f"{command}: {message}" if command else message) + "\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="Benchmark harness for diffusion models.")
+    p = _Parser(prog="bench", description="Benchmark harness for diffusion models.")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate every entry and seed of a suite")
     run.add_argument("suite", help="suite YAML file, e.g. suites/smoke.yaml")
@@ -55,7 +65,9 @@ def cmd_run(args) -> int:
                              sort_keys=False).rstrip())
         print_plan(suite, Path(args.results) / suite.name)
         return 0
-    out = run_suite(suite, args.results, progress=not args.no_progress)
+    preflight(suite)  # every file and device the suite names, before anything is written
+    with suite_lock(Path(args.results) / suite.name):
+        out = run_suite(suite, args.results, progress=not args.no_progress)
     write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
     print(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
     return 0
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BenchError as err:
-        print(f"bench: error: {err}", file=sys.stderr)
+        print(one_line(err), file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()

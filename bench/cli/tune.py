@@ -19,6 +19,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from bench.config.preflight import preflight
 from bench.config.suite import load_suite
 from bench.errors import BenchError
 from bench.report import write_leaderboard
@@ -63,6 +64,8 @@ def run(args) -> int:
     if args.dry_run:
         print(dry_run(suite, search, args))
         return 0
+    if args.trial_id is None:
+        preflight(suite)  # every file and device the suite names, before the study is opened
     session = open_session(suite, results=args.results, storage=args.storage, study_name=args.study,
                            progress=not args.no_progress, search=search)
     if args.trial_id is not None:

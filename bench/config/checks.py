@@ -199,11 +199,11 @@ def _probe(arch: str, kwargs: dict, channels: int, image_size: int, cond: int):
         warnings.simplefilter("ignore", UserWarning)   # "zero-element tensors" of a zero width
         model = create(arch, in_channels=channels, out_channels=channels, image_size=image_size,
                        cond_channels=cond or None, **kwargs)
-        x = torch.zeros(1, channels + cond, image_size, image_size)
-        out = model(x, torch.zeros(1, dtype=torch.long))
-    if tuple(out.shape) != (1, channels, image_size, image_size):
+        x = torch.zeros(2, channels + cond, image_size, image_size)
+        out = model.eval()(x, torch.zeros(2, dtype=torch.long))
+    if tuple(out.shape) != (2, channels, image_size, image_size):
         raise ValueError(f"output shape {list(out.shape)} is not the input's "
-                         f"{[1, channels, image_size, image_size]}")
+                         f"{[2, channels, image_size, image_size]}")
     return model
 
 

@@ -54,6 +54,27 @@ def default_storage(folder: Path) -> str:
     return f"sqlite:///{(folder / 'study.db').resolve()}"
 
 
+def with_driver(url: str) -> str:
+    """The URL with its database driver pinned and importable: the documented `postgresql://` form
+    means psycopg 3 (SQLAlchemy 2.1's default; 2.0 would pick psycopg2), the `[postgres]` extra."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL: RDBStorage reports it below
+        return url
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as err:
+        driver = parsed.get_dialect().driver
+        raise BenchError(f"--storage {safe_url(url)}: the {parsed.get_backend_name()} driver "
+                         f"{driver!r} is not installed ({err}); pip install 'bench[postgres]' "
+                         f"(psycopg 3) for postgresql:// URLs") from None
+    except Exception:  # unknown dialect: RDBStorage reports it below
+        return url
+    return parsed.render_as_string(hide_password=False)
+
+
 def safe_url(url: str) -> str:
     """The storage URL without its password (it goes into logs and result files)."""
     try:
@@ -64,6 +85,7 @@ def safe_url(url: str) -> str:
 
 def open_storage(url: str, search: Search) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats; a killed worker's trial is re-queued (same parameters)."""
+    url = with_driver(url)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         with quiet_experimental():
