@@ -9,6 +9,7 @@ samplers); `one_line` is the only formatter of an error on its way to the termin
 from __future__ import annotations
 
 import difflib
+import sys
 
 
 class BenchError(Exception):
@@ -40,3 +41,8 @@ def located(where: str, err: BaseException) -> BenchError:
 def one_line(err: BaseException) -> str:
     """`bench: error: <message>` on a single line (newlines and runs of spaces folded)."""
     return "bench: error: " + " ".join(str(err).split())
+
+
+def warn(message) -> None:
+    """`bench: warning: <message>` on one stderr line: a bad file that is skipped or redone."""
+    print("bench: warning: " + " ".join(str(message).split()), file=sys.stderr, flush=True)

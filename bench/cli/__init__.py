@@ -23,7 +23,7 @@ from bench.errors import BenchError, one_line
 from bench.metrics.cost import count_params, forward_flops
 from bench.report import write_report
 from bench.run.lock import suite_lock
-from bench.run.results import is_complete
+from bench.run.results import is_complete, remove_temp_files
 from bench.run.runner import run_suite
 
 
@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the resolved suite and the plan")
     run.add_argument("--results", default="results", help="results root (default: results)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="run again the runs that failed (non-finite loss); default: skip them")
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="registered architectures with parameters and GFLOPs")
     lst.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 's001_*'")
@@ -66,8 +68,11 @@ def cmd_run(args) -> int:
         print_plan(suite, Path(args.results) / suite.name)
         return 0
     preflight(suite)  # every file and device the suite names, before anything is written
-    with suite_lock(Path(args.results) / suite.name):
-        out = run_suite(suite, args.results, progress=not args.no_progress)
+    with suite_lock(Path(args.results) / suite.name) as lock:
+        for path in remove_temp_files(lock.parent):
+            print(f"removed {path} (a write killed part-way)")
+        out = run_suite(suite, args.results, progress=not args.no_progress,
+                        retry_failed=args.retry_failed)
     write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
     print(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
     return 0

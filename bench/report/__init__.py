@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import registry
+from bench.errors import warn
 from bench.report import stats
 from bench.report.html import write_html
 from bench.report.plots import write_plots
@@ -29,6 +30,7 @@ from bench.run.results import iter_results, load_results, write_with
 
 # Aggregated columns: every scalar the metric table knows (recorded by a run or derived here).
 COLUMNS = [n for n, m in registry.METRICS.items() if m.source != "history"]
+_WARNED: set[str] = set()                        # unreadable suite.json files already reported
 
 
 @dataclass
@@ -109,7 +111,14 @@ def _short_names(sources: list[str]) -> dict[str, str]:
 def suite_info(source: str | Path) -> dict:
     """The suite record the runner writes (entries order, baseline, metric, direction), or {}."""
     path = Path(source) / "suite.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        info = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        if str(path) not in _WARNED:
+            _WARNED.add(str(path))
+            warn(f"{path}: unreadable ({type(err).__name__}); entry order and baseline from the runs")
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def leaderboard(runs: pd.DataFrame, metric: str = "val_loss", direction: str | None = None, *,
@@ -117,7 +126,8 @@ def leaderboard(runs: pd.DataFrame, metric: str = "val_loss", direction: str | N
                 cost: str | None = None) -> pd.DataFrame:
     """Aggregate complete runs per (group, source, entry) and rank each group by `metric`."""
     runs = annotate(runs)
-    runs = runs[runs["status"] == "complete"] if "status" in runs else runs
+    flags = seed_flags(runs, metric)
+    runs = _rankable_runs(runs)
     if runs.empty:
         return pd.DataFrame()
     direction = direction or registry.direction(metric)
@@ -126,12 +136,36 @@ def leaderboard(runs: pd.DataFrame, metric: str = "val_loss", direction: str | N
     rows = [_aggregate(part, present, 1 - alpha) for _, part in
             runs.groupby(["group", "source", "entry"], sort=False, dropna=False)]
     table = pd.DataFrame(rows)
+    table["flag"] = [flags.get((s, e), "") for s, e in zip(table["source"], table["entry"])]
     table["order"] = [_entry_order(s, e) for s, e in zip(table["source"], table["entry"])]
     parts = [_rank_group(part, runs, metric, direction, alpha, test, baseline, cost)
              for _, part in table.groupby("group", sort=True)]
     table = pd.concat(parts, ignore_index=True).drop(columns="order")
     table.attrs.update(metric=metric, direction=direction, alpha=alpha, test=test)
     return table
+
+
+def _rankable_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Complete runs, plus the runs of entries that have none (shown flagged, never ranked)."""
+    if "status" not in runs:
+        return runs
+    done = runs["status"] == "complete"
+    has_done = done.groupby([runs["source"], runs["entry"]]).transform("any")
+    return runs[done | ~has_done]
+
+
+def seed_flags(runs: pd.DataFrame, metric: str) -> dict:
+    """(source, entry) -> 'k of n seeds failed or not finite' for entries not fully finite."""
+    if runs.empty:
+        return {}
+    values = pd.to_numeric(runs[metric], errors="coerce") if metric in runs else np.nan
+    ok = pd.Series(np.isfinite(values), index=runs.index) & (runs.get("status", "complete") == "complete")
+    flags = {}
+    for (source, entry), good in ok.groupby([runs["source"], runs["entry"]]):
+        if not good.all():
+            flags[(source, entry)] = (f"{int((~good).sum())} of {len(good)} seeds failed or not "
+                                      f"finite ({metric}): not ranked")
+    return flags
 
 
 def _aggregate(part: pd.DataFrame, present: list[str], confidence: float) -> dict:
@@ -157,8 +191,9 @@ def _entry_order(source: str, entry: str) -> int:
 def _rank_group(part, runs, metric, direction, alpha, test, baseline, cost) -> pd.DataFrame:
     """Rank, baseline comparison and Pareto flag inside one comparison group."""
     part = part.copy()
-    if metric in part:
-        part["rank"] = part[metric].rank(ascending=direction == "minimize", method="min")
+    if metric in part:  # an entry with a failed or non-finite seed is shown, flagged, not ranked
+        ranked = part["flag"].fillna("") == "" if "flag" in part else part[metric].notna()
+        part["rank"] = part[metric].where(ranked).rank(ascending=direction == "minimize", method="min")
     part = part.sort_values(["rank", "order"] if "rank" in part else ["order"], na_position="last")
     comparisons = [_compare(row, part, runs, metric, direction, alpha, test, baseline)
                    for _, row in part.iterrows()]

@@ -72,6 +72,8 @@ def leaderboard_frame(part: pd.DataFrame, metric: str, level: str = "95%") -> pd
         show["verdict"] = part["verdict"].fillna("")
     if "pareto" in part:
         show["Pareto"] = ["yes" if p else "" for p in part["pareto"]]
+    if "flag" in part and part["flag"].fillna("").astype(bool).any():
+        show["flag"] = part["flag"].fillna("")
     show["runs"] = part["run_dirs"]
     return show.reset_index(drop=True)
 

@@ -1,13 +1,19 @@
 """Run folders, atomic result files, the environment record, and results -> pandas.
 
 Layout: `results/<suite>/<run_id>/{result.json, samples.png, checkpoint.pt}`. Every file is written
-to a temporary name in the same folder and moved into place with `os.replace`, so a crash never
-leaves a half-written result behind (a reader sees the old file or the new one).
+to a temporary name in the same folder (prefix `.bench-tmp-`) and moved into place with
+`os.replace`, so a crash never leaves a half-written result behind (a reader sees the old file or
+the new one); a kill during a write leaves the temporary file, which the next `bench run` removes.
+
+Nothing read from a results folder runs code: checkpoints are saved as plain types (`plain`) and
+loaded with `torch.load(weights_only=True)` (PyTorch's safe unpickler); an unreadable result.json or
+checkpoint is a `BenchError` naming the file (the runner redoes that run, readers skip or refuse it).
 """
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -16,12 +22,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import torch
+
+from bench.errors import BenchError, warn
 
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
 SAMPLES = "samples.png"
+TEMP_PREFIX = ".bench-tmp-"
+_SKIPPED: set[str] = set()        # unreadable result files already reported by iter_results
+CHECKPOINT_KEYS = ("model", "ema", "optimizer", "generator", "batches", "step", "images")
 
 
 @contextmanager
@@ -29,7 +41,7 @@ def atomic_path(path: str | Path):
     """Yield a temporary path next to `path`; on success it replaces `path` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -61,14 +73,72 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed write left below `folder`; returns them."""
+    found = sorted(Path(folder).rglob(f"{TEMP_PREFIX}*")) if Path(folder).is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 def read_result(run_dir: str | Path) -> dict | None:
+    """A run folder's result.json; None when there is none; BenchError naming it when unreadable."""
     path = Path(run_dir) / RESULT
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise BenchError(f"{path}: unreadable result ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(result, dict):
+        raise BenchError(f"{path}: unreadable result (a JSON {type(result).__name__}, not an object)")
+    return result
 
 
 def is_complete(run_dir: str | Path) -> bool:
-    result = read_result(run_dir)
+    try:
+        result = read_result(run_dir)
+    except BenchError:
+        return False
     return bool(result) and result.get("status") == "complete"
+
+
+def plain(value: Any) -> Any:
+    """`value` with NumPy scalars and arrays as Python numbers and tensors: what
+    `torch.load(weights_only=True)` accepts (tensors, dicts, lists, tuples, numbers, strings)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Atomically save a checkpoint dict of plain types (loadable with weights_only=True)."""
+    write_with(path, lambda tmp: torch.save(plain(state), tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint through PyTorch's safe unpickler; BenchError naming the file for anything that
+    is not a complete checkpoint of plain types (truncated, empty, foreign, or code-running)."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise BenchError(f"{path}: refused: not a plain-tensor checkpoint, it would run code or "
+                         f"needs classes ({str(err).strip().splitlines()[0][:160]})") from None
+    except Exception as err:  # noqa: BLE001 -- zip/EOF/unpickling errors of a damaged file
+        raise BenchError(f"{path}: unreadable checkpoint, truncated or corrupt "
+                         f"({type(err).__name__})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise BenchError(f"{path}: not a bench checkpoint (missing {', '.join(missing)})")
+    return ckpt
 
 
 def environment(device: torch.device, flags: dict) -> dict:
@@ -101,8 +171,14 @@ def iter_results(folders: list[str | Path], training: bool = False) -> list[tupl
     found = []
     for folder in folders:
         for path in sorted(Path(folder).glob(f"**/{RESULT}")):
-            result = json.loads(path.read_text())
-            if training or result.get("role") != "training":
+            try:
+                result = read_result(path.parent)
+            except BenchError as err:  # one bad file never hides the others
+                if str(path) not in _SKIPPED:   # once per file, though readers call this twice
+                    _SKIPPED.add(str(path))
+                    warn(f"{err}; skipped")
+                continue
+            if result is not None and (training or result.get("role") != "training"):
                 found.append((path.parent, result))
     return found
 
