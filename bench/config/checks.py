@@ -15,10 +15,10 @@ import torch
 
 from architectures import UnknownArchitectureError, create
 from bench.config.capacity import match_capacity
+from bench.config.schema import build
 from bench.data import DATASETS
 from bench.diffusion import SCHEDULES, Diffusion
 from bench.errors import BenchError, choices_error
-from bench.config.schema import build
 from bench.metrics import registry
 from bench.metrics.classify import Recipe
 from bench.samplers import SAMPLERS, check_sampler_opts, resolve_steps

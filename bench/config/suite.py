@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.config.checks import check_run
-from bench.config.variants import Evaluation, plan_evaluations, training_eval
 from bench.config.ranges import SEEDS_RULE, allowed, check_finite, check_ranges
 from bench.config.schema import (
     BudgetConfig,
@@ -28,6 +27,7 @@ from bench.config.schema import (
     TrainConfig,
     build,
 )
+from bench.config.variants import Evaluation, plan_evaluations, training_eval
 from bench.config.yamlfile import parse_yaml, read_yaml
 from bench.errors import BenchError, choices_error
 

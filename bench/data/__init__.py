@@ -16,9 +16,21 @@ from typing import Callable
 
 import torch
 
-from bench.data.files import (CACHE_VERSION, CIFAR_ROOT, FASHION_ROOT, IMAGE_EXTENSIONS,  # noqa: F401
-                                  TEST_DIRS, TRAIN_DIRS, Dataset, _caps, cache_dir, decode_image,
-                                  load_cifar10, load_fashion_mnist, load_folder)
+from bench.data.files import (  # noqa: F401
+    CACHE_VERSION,
+    CIFAR_ROOT,
+    FASHION_ROOT,
+    IMAGE_EXTENSIONS,
+    TEST_DIRS,
+    TRAIN_DIRS,
+    Dataset,
+    _caps,
+    cache_dir,
+    decode_image,
+    load_cifar10,
+    load_fashion_mnist,
+    load_folder,
+)
 from bench.data.synthetic import draw_shapes
 from bench.errors import BenchError, choices_error
 from bench.images import to_float

@@ -23,9 +23,9 @@ import torch
 
 from bench.images import to_uint8
 from bench.metrics import fid as F
+from bench.metrics.classify import Recipe, class_stats, load_or_train, sample_probs
 from bench.metrics.hook import EvalContext
 from bench.metrics.inception import PREPROCESSING, extract_features, load_inception
-from bench.metrics.classify import Recipe, class_stats, load_or_train, sample_probs
 from bench.metrics.sampling import sample
 from bench.metrics.ssim import reconstruction_metrics, roundtrip_metrics
 from bench.samplers import SAMPLER_OPTIONS, resolve_steps

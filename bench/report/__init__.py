@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.metrics import registry
 from bench.errors import warn
+from bench.metrics import registry
 from bench.report import stats
 from bench.report.html import write_html
 from bench.report.plots import write_plots

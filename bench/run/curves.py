@@ -30,7 +30,14 @@ from bench.metrics.quality import QualityHook
 from bench.metrics.sampling import sampling_cost
 from bench.run.build import build_run
 from bench.run.context import RunContext
-from bench.run.results import CHECKPOINT, RESULT, read_result, write_json, write_with
+from bench.run.results import (
+    CHECKPOINT,
+    RESULT,
+    load_checkpoint,
+    read_result,
+    write_json,
+    write_with,
+)
 from bench.samplers import SAMPLER_OPTIONS, SAMPLERS, resolve_steps
 from bench.train.optim import make_ema
 
@@ -138,7 +145,7 @@ class RunCurves:
         self.run_dir, self.spec, self.settings = Path(run_dir), spec, settings
         self.inception, self.device = inception, device
         ctx = build_run(spec, dataset, device, run_dir, record=read_result(self.run_dir))
-        checkpoint = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(self.run_dir / CHECKPOINT)
         self.ctx = ctx.evaluating(load_network(spec, ctx, checkpoint, ema=not settings.raw))
         T = spec.diffusion.timesteps
         self.base = dataclasses.replace(   # the run's sampler and steps, this evaluation's seed and weights

@@ -17,15 +17,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from bench.device import resolve_device
 from bench.errors import BenchError
 from bench.metrics.quality import quality_hooks
 from bench.run.build import build_run
 from bench.run.curves import load_network
 from bench.run.final import final_evaluation, variant_record
-from bench.run.results import CHECKPOINT, RESULT, SAMPLES, is_complete, read_result, write_json
+from bench.run.results import (
+    CHECKPOINT,
+    RESULT,
+    SAMPLES,
+    is_complete,
+    load_checkpoint,
+    read_result,
+    write_json,
+)
 
 
 def evaluate_variants(suite, out: Path, dataset_of: Callable, log: Callable[[str], None] = print) -> None:
@@ -49,7 +55,7 @@ def evaluate(spec, variant: str, train_dir: Path, eval_dir: Path, dataset, hooks
                          "train it with `bench run` first")
     record = variant_start(trained, spec, variant, eval_dir)
     ctx = build_run(spec, dataset, resolve_device(spec.train.device), eval_dir, record)
-    checkpoint = torch.load(train_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(train_dir / CHECKPOINT)
     view = ctx.evaluating(load_network(spec, ctx, checkpoint, ema=spec.eval.use_ema))
     try:
         final_evaluation(view, [*quality_hooks(spec), *hooks], variant_record(variant, spec))

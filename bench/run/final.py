@@ -17,8 +17,14 @@ from torchvision.utils import save_image
 
 from bench.metrics.fid import library_versions
 from bench.metrics.sampling import grid_noise, sample, sampling_cost
-from bench.metrics.snapshots import (CHECKPOINTS_DIR, SAMPLES_DIR, X0_PANEL, panel_t, snapshot_name,
-                                     x0_panel)
+from bench.metrics.snapshots import (
+    CHECKPOINTS_DIR,
+    SAMPLES_DIR,
+    X0_PANEL,
+    panel_t,
+    snapshot_name,
+    x0_panel,
+)
 from bench.run.context import RunContext
 from bench.run.results import CHECKPOINT, SAMPLES, write_json, write_with
 from bench.samplers import resolve_steps

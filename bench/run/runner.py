@@ -21,34 +21,65 @@ import torch
 
 from bench.data import load_dataset
 from bench.device import resolve_device
+from bench.errors import BenchError, warn
 from bench.metrics.cost import model_cost
 from bench.metrics.quality import quality_hooks
 from bench.run.build import build_run
 from bench.run.context import RunContext
+from bench.run.evaluate import validation_loss
 from bench.run.evaluations import evaluate_variants
 from bench.run.final import final_evaluation, snapshot
-from bench.run.evaluate import validation_loss
-from bench.run.results import CHECKPOINT, RESULT, is_complete, read_result, write_json, write_with
-from bench.train.loop import checkpoint_state, train
+from bench.run.results import (
+    CHECKPOINT,
+    RESULT,
+    load_checkpoint,
+    read_result,
+    remove_temp_files,
+    save_checkpoint,
+    write_json,
+)
+from bench.train.loop import Diverged, checkpoint_state, train
 
 Hook = Callable[[str, RunContext], dict | None]  # hook(phase "train" | "final", ctx) -> metrics
 
 
 def run_suite(suite, results_root: str | Path = "results", *, progress: bool = True,
-              log: Callable[[str], None] = print) -> Path:
-    """Run every planned run not yet complete; returns the suite's results folder."""
+              log: Callable[[str], None] = print, retry_failed: bool = False) -> Path:
+    """Run every planned run not yet complete; returns the suite's results folder. A run that
+    failed (non-finite loss) is skipped unless `retry_failed`; an unreadable result is redone."""
     out = Path(results_root) / suite.name
     write_json(out / "suite.json", suite_record(suite))
     datasets: dict = {}
     for i, spec in enumerate(suite.runs, 1):
-        run_dir = out / spec.run_id
-        if is_complete(run_dir):
-            log(f"[{i}/{len(suite.runs)}] {spec.run_id}: complete, skipped")
+        run_dir, where = out / spec.run_id, f"[{i}/{len(suite.runs)}] {spec.run_id}"
+        remove_temp_files(run_dir)
+        status = _status(run_dir)
+        if status == "complete":
+            log(f"{where}: complete, skipped")
             continue
-        log(f"[{i}/{len(suite.runs)}] {spec.run_id}: {spec.entry.arch}, seed {spec.seed}")
-        run_one(spec, run_dir, _dataset(datasets, spec), progress=progress)
+        if status == "failed" and not retry_failed:
+            log(f"{where}: failed earlier, skipped (--retry-failed runs it again)")
+            continue
+        retry = "; failed earlier, retrying" if status == "failed" else ""
+        log(f"{where}: {spec.entry.arch}, seed {spec.seed}{retry}")
+        record = run_one(spec, run_dir, _dataset(datasets, spec), progress=progress)
+        if record.get("status") == "failed":
+            log(f"{where}: failed: {record['error']}; the suite goes on (--retry-failed runs it again)")
     evaluate_variants(suite, out, lambda spec: _dataset(datasets, spec), log)
     return out
+
+
+def _status(run_dir: Path) -> str | None:
+    """The run's recorded status; an unreadable result.json is reported and the run redone."""
+    try:
+        result = read_result(run_dir)
+    except BenchError as err:
+        warn(f"{err}; the run is redone")
+        (run_dir / RESULT).unlink(missing_ok=True)
+        return None
+    if result is None:
+        return None
+    return "failed" if result.get("failure") else result.get("status")
 
 
 def _dataset(datasets: dict, spec):
@@ -90,6 +121,11 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
                       on_eval=lambda state: _evaluate(ctx, state, hooks, clock),
                       resume=_resume_state(ctx.run_dir, spec), progress=progress, task=ctx.task)
         _finish(ctx, state, hooks, clock)
+    except Diverged as err:  # a failed run, not a crash: the suite's other runs go on
+        ctx.record.update(status="failed", error=f"non-finite training loss at step {err.step}",
+                          failure={"reason": "non-finite training loss", "step": err.step,
+                                   "loss": str(err.loss)})
+        write_json(ctx.run_dir / RESULT, ctx.record)
     except BaseException as err:  # keep the partial result, say why it stopped, re-raise
         pruned = isinstance(err, optuna.TrialPruned)
         ctx.record["status"] = "pruned" if pruned else "interrupted" if isinstance(
@@ -124,7 +160,7 @@ def _evaluate(ctx: RunContext, state: dict, hooks, clock: EvalClock) -> None:
     for hook in hooks:  # later hooks (Optuna pruning) see earlier hooks' metrics in `point`
         point.update(hook("train", view) or {})
     state["last_eval_step"] = state["step"]
-    write_with(ctx.run_dir / CHECKPOINT, lambda p: torch.save(checkpoint_state(state), p))
+    save_checkpoint(ctx.run_dir / CHECKPOINT, checkpoint_state(state))
     snapshot(view, state)  # the fixed-noise grid of this evaluation (and its checkpoint if kept)
     _fill(record, state, clock.so_far(started), clock.wall_start)
     write_json(ctx.run_dir / RESULT, record)
@@ -172,7 +208,11 @@ def _resume_state(run_dir: Path, spec) -> dict | None:
     result, ckpt = read_result(run_dir), run_dir / CHECKPOINT
     if not result or result.get("run_id") != spec.run_id or not ckpt.exists():
         return None
-    return torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        return load_checkpoint(ckpt)
+    except BenchError as err:
+        warn(f"{err}; the run starts over")
+        return None
 
 
 def _reset_peak(device: torch.device) -> None:

@@ -8,6 +8,7 @@ counters, history) is one dict so a run can be checkpointed and resumed bit-for-
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Callable
 
@@ -58,6 +59,9 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
         scaler.update()
         update_ema(ema, model, state["step"], cfg.ema_start_step)
         loss_value = loss.item()  # synchronizes the device: the step is done when timed
+        if not math.isfinite(loss_value):  # stop at once: nothing after a diverged step is kept
+            bar.close()
+            raise Diverged(state["step"] + 1, loss_value)
         state["train_seconds"] += time.perf_counter() - started
         state["step"] += 1
         state["images"] += n
@@ -69,6 +73,14 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
     if on_eval and state.get("last_eval_step") != state["step"]:
         on_eval(state)
     return state
+
+
+class Diverged(Exception):
+    """The training loss went non-finite at `step` (1-based): the run stops and is `failed`."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"non-finite training loss ({loss}) at step {step}")
+        self.step, self.loss = step, loss
 
 
 def _new_state() -> dict:
