@@ -37,6 +37,7 @@ RANGES = {
     "eval.fid_proxy_steps": "[1, inf)", "eval.fid_reference_n": "[2, inf)", "eval.fid_seed": SEED,
     "eval.fid_batch": "[1, inf)", "eval.kid_subsets": "[1, inf)", "eval.kid_subset_size": "[2, inf)",
     "eval.pr_k": "[1, inf)", "eval.recon_images": "[1, inf)", "eval.roundtrip_steps": "[1, inf)",
+    "eval.subset_seed": SEED, "eval.classify_n": "[2, inf)",
 }
 SEEDS_RULE = SEED                  # the top-level `seeds` list
 
