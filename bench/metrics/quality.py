@@ -1,6 +1,7 @@
 """Quality metrics of a run under a pinned protocol: the evaluation hook of `bench.run.runner`.
 
-`METRICS` is the closed set a suite's `eval.metrics` picks from: `fid` (Heusel et al. 2017), `kid`
+The closed set a suite's `eval.metrics` picks from is `bench.metrics.registry.PRODUCERS` (the one
+metric table, which also says which scalars each choice records): `fid` (Heusel et al. 2017), `kid`
 (Binkowski et al. 2018), `pr` (precision/recall, Kynkäänniemi et al. 2019) — all from the TF-Inception
 pool3 features of `bench.metrics.inception` — and `recon` / `roundtrip` (SSIM and PSNR of one-step
 x̂0 and of DDIM encode->decode round trips against the scored held-out images, study 003's table),
@@ -30,11 +31,7 @@ from bench.metrics.sampling import sample
 from bench.metrics.ssim import reconstruction_metrics, roundtrip_metrics
 from bench.samplers import SAMPLER_OPTIONS, resolve_steps
 
-METRICS = {"fid": "Fréchet Inception distance", "kid": "kernel Inception distance (mean ± std)",
-           "pr": "precision and recall (k-NN manifolds)", "recon": "SSIM/PSNR of one-step x̂0 vs t",
-           "roundtrip": "SSIM/PSNR of DDIM encode->decode vs t",
-           "classify": "class histogram of samples by a harness-trained classifier (bench.metrics.classify)"}
-FEATURE_METRICS = {"fid", "kid", "pr"}
+FEATURE_METRICS = {"fid", "kid", "pr"}  # the eval.metrics choices scored on Inception features
 
 
 class QualityHook:
