@@ -72,9 +72,12 @@ class TrainConfig:
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # autocast dtype on CUDA (CPU always fp32)
     channels_last: bool = True        # CUDA only
     tf32: bool = True                 # CUDA matmul/cudnn TF32
-    compile: bool = False             # torch.compile the denoiser
+    compile: Literal[False, True, "max-autotune"] = False  # torch.compile the denoiser (mode)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     log_every: int = 10               # history points of the training loss (steps)
+    optimizer_impl: Literal["auto", "fused", "foreach", "for_loop"] = "auto"  # auto: fused on CUDA
+    ema_impl: Literal["foreach", "averaged_model"] = "foreach"  # foreach: no device sync per update
+    cpu_amp: bool = False             # bf16 CPU autocast too (the CPU twin of the CUDA path; tests)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class EvalConfig:
     fid_proxy_sampler: str | None = None  # sampler of the in-training FID proxy (None = eval.sampler)
     val_split: Literal[None, "heldout", "test"] = None  # split of the validation loss (None = split)
     fid_vs_n: list | None = None      # also FID/KID at each N (prefixes of one max(N) sample set)
+    cuda_graphs: bool = False         # CUDA only: replay the fixed-shape sampling step as a CUDA graph
 
 
 @dataclass(frozen=True)

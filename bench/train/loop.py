@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from bench.device import autocast
+from bench.device import amp_in_effect, autocast, compiled
 from bench.task import UNCONDITIONAL, Task
 from bench.train.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
 
@@ -31,13 +31,14 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
     batches. `on_eval(state)` sees the same dict and sets `state["last_eval_step"]`.
     """
     device = next(model.parameters()).device
-    opt, ema = make_optimizer(model, cfg), make_ema(model, cfg.ema_decay, cfg.ema_warmup)
+    opt, ema = make_optimizer(model, cfg), make_ema(model, cfg.ema_decay, cfg.ema_warmup,
+                                                        cfg.ema_impl)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and cfg.amp == "fp16")
     budget, state = Budget(budget_cfg, cfg.batch_size), _new_state()
     if resume is not None:
         state = _load_state(resume, model, ema, opt, generator, batches)
     state.update(model=model, ema=ema, optimizer=opt, generator=generator, batches=batches)
-    step_fn = torch.compile(model) if cfg.compile else model
+    step_fn = compiled(model, cfg.compile)
     next_eval = _next_eval(state["images"], every_kimg)
     bar = tqdm(total=budget.total_images(), initial=state["images"], unit="img",
                disable=not progress, dynamic_ncols=True, leave=False)
@@ -48,7 +49,7 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
         for group in opt.param_groups:
             group["lr"] = lr
         x0 = next(batches)[:n]
-        with autocast(device, cfg.amp):
+        with autocast(device, amp_in_effect(device, cfg)):
             loss = diffusion.loss(task.denoiser(step_fn, x0), x0, generator=generator)[0].mean()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

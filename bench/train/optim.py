@@ -1,11 +1,15 @@
 """Optimizer, learning-rate schedule, EMA and budget arithmetic for `bench.train.loop`.
 
+AdamW: fused (CUDA default), foreach or torch's single-tensor loop (CPU default), `train.optimizer_impl`.
 LR: linear warm-up then constant, cosine (Loshchilov & Hutter 2017, SGDR without restarts) or cosine
 with warm restarts (SGDR: cycle T_0 = `cycle_kimg`, growth T_mult = `cycle_mult`), all as pure
 functions of images seen and budget progress. EMA: `torch.optim.swa_utils.AveragedModel` (the
 PyTorch-native EMA) with, optionally, diffusers' `EMAModel` warm-up decay min(d, (1+n)/(10+n)) so
 short runs are not dominated by the random initial weights; until `ema_start_step` it tracks the
-raw weights.
+raw weights. `ForeachEMA` (the default, `train.ema_impl: foreach`) is the same AveragedModel (same
+state dict) updated by one `torch._foreach_lerp_` over cached tensor lists with the update count kept
+on the host: the stock `update_parameters` reads `n_averaged` (a device sync on CUDA when the decay
+depends on it) and re-lists every tensor each step; `averaged_model` keeps the stock path.
 """
 from __future__ import annotations
 
@@ -14,12 +18,19 @@ import math
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from bench.device import optimizer_impl
+
+
+_IMPL_KWARGS = {"fused": {"fused": True}, "foreach": {"foreach": True},
+                "for_loop": {"foreach": False, "fused": False}}
+
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW on every parameter (fused on CUDA when available)."""
-    fused = next(model.parameters()).is_cuda
+    """AdamW on every parameter: `optimizer_impl` auto = fused on CUDA, single-tensor on CPU."""
+    device = next(model.parameters()).device
+    impl = optimizer_impl(device, getattr(cfg, "optimizer_impl", "auto"))
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                             eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused or None)
+                             eps=cfg.eps, weight_decay=cfg.weight_decay, **_IMPL_KWARGS[impl])
 
 
 def lr_at(cfg, kimg: float, progress: float) -> float:
@@ -57,8 +68,11 @@ def ema_decay(decay: float, n_averaged: int, warmup: bool) -> float:
     return min(decay, (1 + n_averaged) / (10 + n_averaged)) if warmup else decay
 
 
-def make_ema(model: torch.nn.Module, decay: float, warmup: bool = True) -> AveragedModel:
-    """An EMA copy of `model` (parameters and buffers averaged)."""
+def make_ema(model: torch.nn.Module, decay: float, warmup: bool = True,
+             impl: str = "foreach") -> AveragedModel:
+    """An EMA copy of `model` (parameters and buffers averaged): ForeachEMA, or the stock path."""
+    if impl == "foreach":
+        return ForeachEMA(model, decay, warmup)
 
     @torch.no_grad()
     def update(ema_params, params, n_averaged):
@@ -76,8 +90,56 @@ def make_ema(model: torch.nn.Module, decay: float, warmup: bool = True) -> Avera
 def update_ema(ema: AveragedModel, model: torch.nn.Module, step: int, start_step: int) -> None:
     """One EMA update; before `start_step` the EMA copies the raw weights."""
     if step < start_step:
-        ema.n_averaged.zero_()  # AveragedModel copies the weights when n_averaged == 0
+        if isinstance(ema, ForeachEMA):
+            ema.restart()
+        else:
+            ema.n_averaged.zero_()  # AveragedModel copies the weights when n_averaged == 0
     ema.update_parameters(model)
+
+
+class ForeachEMA(AveragedModel):
+    """AveragedModel updated by one `_foreach_lerp_` (floats) and `_foreach_copy_` (integer buffers)
+    over tensor lists built once; `n_averaged` is mirrored on the host, so no update reads the device."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
+        super().__init__(model, use_buffers=True)
+        self.decay, self.warmup = decay, warmup
+        self._count: int | None = None     # host copy of n_averaged (None: read it once)
+        self._lists: tuple | None = None   # (source model id, ema floats, src floats, ema ints, src ints)
+
+    def restart(self) -> None:
+        """Next update copies the weights (as AveragedModel with n_averaged == 0)."""
+        self._count = 0
+        self.n_averaged.zero_()
+
+    def _pairs(self, model: torch.nn.Module) -> tuple:
+        if self._lists is None or self._lists[0] != id(model):
+            mine = [t.detach() for t in [*self.module.parameters(), *self.module.buffers()]]
+            src = [t.detach() for t in [*model.parameters(), *model.buffers()]]
+            floats = [i for i, t in enumerate(mine) if t.is_floating_point()]
+            ints = [i for i, t in enumerate(mine) if not t.is_floating_point()]
+            self._lists = (id(model), [mine[i] for i in floats], [src[i] for i in floats],
+                           [mine[i] for i in ints], [src[i] for i in ints])
+        return self._lists[1:]
+
+    @torch.no_grad()
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        if self._count is None:
+            self._count = int(self.n_averaged)  # once, after construction or a state-dict load
+        ema_f, src_f, ema_i, src_i = self._pairs(model)
+        if self._count == 0:
+            torch._foreach_copy_(ema_f, src_f)
+        elif ema_f:
+            torch._foreach_lerp_(ema_f, src_f, 1.0 - ema_decay(self.decay, self._count, self.warmup))
+        if ema_i:
+            torch._foreach_copy_(ema_i, src_i)  # integer buffers (BatchNorm counters) follow the model
+        self._count += 1
+        self.n_averaged.fill_(self._count)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        out = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._count, self._lists = None, None
+        return out
 
 
 class Budget:
