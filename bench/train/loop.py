@@ -1,15 +1,19 @@
 """The training loop: one readable function (nanoGPT's `train.py` spirit), budgeted as EDM / AlgoPerf.
 
-Only synchronized training-step time counts against a `seconds` budget; evaluation (`on_eval`,
-called every `eval.every_kimg` and at the end) never does. Mixed precision is bf16 autocast on CUDA
-(fp16 with a GradScaler when asked); CPU runs in fp32. The state (model, EMA, optimizer, generators,
+Only training-step time counts against a `seconds` budget; evaluation (`on_eval`, called every
+`eval.every_kimg` and at the end) never does. No step reads the device: losses stay there until a
+log point (every `log_every` steps), an evaluation or the end, and time is measured over segments
+of steps by `bench.train.clock.StepClock` (CUDA events), which also checks a `seconds` budget
+without a per-step sync (at most one step over; the cosine LR of a seconds budget follows the
+clock's host-side estimate between checks). A non-finite loss is found at the next sync point
+(at most `log_every` steps later) and stops the run with `Diverged` naming the step it happened at. Mixed precision is bf16 autocast on CUDA
+(fp16 with a GradScaler when asked); CPU runs in fp32 (bf16 CPU autocast with `train.cpu_amp`). The state (model, EMA, optimizer, generators,
 counters, history) is one dict so a run can be checkpointed and resumed bit-for-bit.
 """
 from __future__ import annotations
 
 import copy
 import math
-import time
 from typing import Callable
 
 import torch
@@ -17,6 +21,7 @@ from tqdm import tqdm
 
 from bench.device import amp_in_effect, autocast, compiled
 from bench.task import UNCONDITIONAL, Task
+from bench.train.clock import StepClock
 from bench.train.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
 
 
@@ -38,42 +43,56 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
     if resume is not None:
         state = _load_state(resume, model, ema, opt, generator, batches)
     state.update(model=model, ema=ema, optimizer=opt, generator=generator, batches=batches)
-    step_fn = compiled(model, cfg.compile)
+    step_fn, amp = compiled(model, cfg.compile), amp_in_effect(device, cfg)
+    clock, pending = StepClock(device, state["train_seconds"]), []  # losses still on the device
     next_eval = _next_eval(state["images"], every_kimg)
     bar = tqdm(total=budget.total_images(), initial=state["images"], unit="img",
                disable=not progress, dynamic_ncols=True, leave=False)
-    while (n := budget.next_batch(state["images"], state["step"], state["train_seconds"])) > 0:
-        started = time.perf_counter()
+    while (n := budget.next_batch(state["images"], state["step"], clock.done)) > 0:
         lr = lr_at(cfg, state["images"] / 1000,
-                   budget.progress(state["images"], state["step"], state["train_seconds"]))
-        for group in opt.param_groups:
-            group["lr"] = lr
+                   budget.progress(state["images"], state["step"], clock.estimate()))
         x0 = next(batches)[:n]
-        with autocast(device, amp_in_effect(device, cfg)):
-            loss = diffusion.loss(task.denoiser(step_fn, x0), x0, generator=generator)[0].mean()
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip is not None:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        update_ema(ema, model, state["step"], cfg.ema_start_step)
-        loss_value = loss.item()  # synchronizes the device: the step is done when timed
-        if not math.isfinite(loss_value):  # stop at once: nothing after a diverged step is kept
-            bar.close()
-            raise Diverged(state["step"] + 1, loss_value)
-        state["train_seconds"] += time.perf_counter() - started
+        pending.append(_step(step_fn, model, diffusion, x0, lr, opt, ema, scaler, cfg, amp,
+                             generator, task, state["step"]))
+        clock.step()
         state["step"] += 1
         state["images"] += n
-        _log(state, cfg, loss_value, lr, bar, n)
+        if budget.unit == "seconds":
+            clock.check_seconds(budget.amount)
+        if state["step"] % cfg.log_every == 0:
+            _flush(state, pending, clock, cfg, lr, bar)
         if next_eval is not None and state["images"] >= next_eval and on_eval:
-            on_eval(state)
+            _evaluate(state, pending, clock, cfg, bar, on_eval)
             next_eval = _next_eval(state["images"], every_kimg)
+    _flush(state, pending, clock, cfg, None, bar)
     bar.close()
     if on_eval and state.get("last_eval_step") != state["step"]:
         on_eval(state)
     return state
+
+
+def _step(step_fn, model, diffusion, x0, lr, opt, ema, scaler, cfg, amp, generator, task, step):
+    """One optimizer step and EMA update; returns the loss, left on the device (no sync)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with autocast(x0.device, amp):
+        loss = diffusion.loss(task.denoiser(step_fn, x0), x0, generator=generator)[0].mean()
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.grad_clip is not None:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    update_ema(ema, model, step, cfg.ema_start_step)
+    return loss.detach()
+
+
+def _evaluate(state, pending, clock, cfg, bar, on_eval) -> None:
+    """Flush and stop the clock, evaluate (not timed), restart the clock."""
+    _flush(state, pending, clock, cfg, None, bar)
+    on_eval(state)
+    clock.resume()
 
 
 class Diverged(Exception):
@@ -96,16 +115,27 @@ def _next_eval(images: int, every_kimg: float | None) -> int | None:
     return (images // period + 1) * period
 
 
-def _log(state: dict, cfg, loss: float, lr: float, bar, n: int) -> None:
-    """Record the step's loss; a history point every `log_every` steps; update the bar."""
-    state["losses"].append(loss)
-    if state["step"] % cfg.log_every == 0:
+def _flush(state: dict, pending: list, clock: StepClock, cfg, lr: float | None, bar) -> None:
+    """Sync point: read the pending device losses at once, measure the clock; with `lr` (a log
+    step, a multiple of `log_every`) add a history point, the mean of its last `log_every` losses."""
+    if pending:
+        values = torch.stack(pending).float().tolist()
+        pending.clear()
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:  # found at this sync point: the run stops, nothing after it is kept
+            bar.close()
+            raise Diverged(state["step"] - len(values) + bad + 1, values[bad])
+        state["losses"].extend(values)
+    state["train_seconds"] = clock.measure()
+    if lr is not None:
         recent = state["losses"][-cfg.log_every:]
         state["history"].append({"step": state["step"], "kimg": state["images"] / 1000,
                                  "train_loss": sum(recent) / len(recent), "lr": lr})
     rate = state["images"] / max(state["train_seconds"], 1e-9)
-    bar.update(n)
-    bar.set_postfix(kimg=f"{state['images'] / 1000:.2f}", loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+    bar.update(state["images"] - bar.n)
+    if state["losses"]:
+        bar.set_postfix(kimg=f"{state['images'] / 1000:.2f}", loss=f"{state['losses'][-1]:.4f}",
+                        img_s=f"{rate:.0f}")
 
 
 _COUNTERS = ("step", "images", "train_seconds", "losses", "history", "last_eval_step")
