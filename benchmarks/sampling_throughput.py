@@ -42,6 +42,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, torch.device]:
                         help="step counts for ddim and respaced (ddpm always runs T)")
     parser.add_argument("--timesteps", type=int, default=1000, help="T of the linear schedule")
     parser.add_argument("--warmup", type=int, default=None, help="untimed DDIM steps first (default 5 / 2)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="eval.cuda_graphs: replay each step's network call from a CUDA graph")
     args = parser.parse_args(argv)
     device = common.setup(args)
     cuda = device.type == "cuda"
@@ -67,7 +69,7 @@ def plan(args) -> list[tuple[str, int]]:
 
 def measure(model, diffusion, sampler: str, steps: int, args, device, amp: str) -> dict:
     """Time one `sample` call of `args.batch` images; img/s, ms per network call, peak memory."""
-    cfg = EvalConfig(sampler=sampler, steps=steps)
+    cfg = EvalConfig(sampler=sampler, steps=steps, cuda_graphs=args.cuda_graphs)
     shape = (3, args.image_size, args.image_size)
     window = common.reset_peak(device)
     start = common.clock(device)
@@ -107,7 +109,8 @@ def main(argv=None) -> dict:
     top = [common.best([r for r in runs if (r["sampler"], r["steps"]) == key], "img_per_s")
            for key in plan(args)]
     print(f"\n{args.arch} sampling, batch {args.batch}, {args.image_size}x{args.image_size}, "
-          f"T={args.timesteps}, best of {args.repeats}, {device.type} (amp {amp})")
+          f"T={args.timesteps}, best of {args.repeats}, {device.type} (amp {amp}, "
+          f"cuda_graphs {args.cuda_graphs and cuda})")
     print(common.describe(info))
     print(common.table(top, COLUMNS))
     payload = {"benchmark": "sampling_throughput", "machine": info,
@@ -115,6 +118,7 @@ def main(argv=None) -> dict:
                "settings": {"batch": args.batch, "image_size": args.image_size,
                             "timesteps": args.timesteps, "warmup_steps": args.warmup,
                             "repeats": args.repeats, "amp": amp, "channels_last": cuda,
+                            "cuda_graphs": args.cuda_graphs and cuda,
                             "tf32": cuda},
                "best": top, "runs": runs}
     common.save(args.out, payload)

@@ -222,6 +222,7 @@ class Protocol:
     eta: float               # DDIM eta (1.0 for ancestral DDPM)
     ema: bool                # EMA weights (True) or raw weights
     sampling_seed: int       # seed of the sampling noise
+    inception_dtype: str = "fp32"  # Inception precision (fp32: strict, no TF32; bf16: autocast)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -239,7 +240,8 @@ def protocol_key(protocol) -> str:
     p = protocol.to_dict() if isinstance(protocol, Protocol) else dict(protocol)
     return (f"inception={p['weights_sha256']} {p['preprocessing']} n={p['n_generated']} "
             f"ref={p['reference_split']}:{p['reference_n']} "
-            f"{'ema' if p['ema'] else 'raw'} seed={p['sampling_seed']}")
+            f"{'ema' if p['ema'] else 'raw'} seed={p['sampling_seed']}"
+            + (f" inception_dtype={p['inception_dtype']}" if p.get("inception_dtype", "fp32") != "fp32" else ""))
 
 
 def library_versions() -> dict:

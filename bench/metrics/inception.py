@@ -226,8 +226,19 @@ def _batch_features(module, batch: torch.Tensor, device) -> np.ndarray:
     return out.flatten(1).double().cpu().numpy()
 
 
+def inception_precision(device_type: str, dtype: str):
+    """`fp32` (the protocol's default: `strict_fp32`) or `bf16` (autocast; faster on a GPU, features
+    differ, so the FID protocol records which was used and only equal ones are compared)."""
+    if dtype == "fp32":
+        return strict_fp32(device_type)
+    if dtype != "bf16":
+        raise BenchError(f"eval.inception_dtype: {dtype!r} is not one of fp32, bf16")
+    return torch.autocast(device_type, dtype=torch.bfloat16)
+
+
 @torch.no_grad()
-def extract_features(module, images, batch_size: int = 100, device="cpu") -> np.ndarray:
+def extract_features(module, images, batch_size: int = 100, device="cpu",
+                     dtype: str = "fp32") -> np.ndarray:
     """pool3 features [N, 2048] float64 of uint8 images [N, C, H, W] (a tensor or an iterable of them).
 
     Batched on `device`, no PNGs. Resize and scaling happen inside pytorch-fid's module (PREPROCESSING).
@@ -235,7 +246,7 @@ def extract_features(module, images, batch_size: int = 100, device="cpu") -> np.
     device = torch.device(device)
     chunks = [images] if torch.is_tensor(images) else images
     feats = []
-    with strict_fp32(device.type):
+    with inception_precision(device.type, dtype):
         for chunk in chunks:
             feats += [_batch_features(module, b, device) for b in chunk.split(batch_size)]
     return np.concatenate(feats) if feats else np.zeros((0, FEATURE_DIM))
