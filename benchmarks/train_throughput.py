@@ -3,7 +3,7 @@ harness's own loop, a bare PyTorch loop over the same model, and diffusers' `UNe
 al.'s CIFAR-10 configuration (35 746 307 parameters, exactly `unet_ddpm`'s count), in one process,
 interleaved (harness, bare, diffusers, then again for each repeat) so load changes hit all three.
 
-(a) harness: `bench.run.runner.build_run` + `bench.train.loop.train`, exactly what `bench run` does minus the
+(a) harness: `bench.run.build.build_run` + `bench.train.loop.train`, exactly what `bench run` does minus the
     evaluation: a `steps` budget, AdamW, cosine LR with a linear warm-up, grad-norm clipping, EMA,
     `DeviceBatches` (on-device sampling and flips), the fast-path keys in effect (bf16 autocast,
     channels_last, fused AdamW, foreach EMA on CUDA; `--compile` for train.compile).
