@@ -2,15 +2,16 @@
 classifier trained on a few hundred real CIFAR-10 JPEGs (cached, accuracy recorded)."""
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 import bench.metrics.classify as C
+from bench.config.schema import DataConfig
 from bench.data import load_dataset
 from bench.errors import BenchError
 
@@ -20,19 +21,7 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 TINY = C.Recipe(widths=(16, 32, 32), epochs=6, batch_size=50, lr=0.1, seed=0)
 
 
-@dataclass(frozen=True)
-class Folder:  # the DataConfig fields load_dataset reads
-    root: str
-    dataset: str = "folder"
-    image_size: int = 32
-    channels: int = 3
-    download: bool = False
-    holdout: float = 0.1
-    group_by: str | None = None
-    limit: int | None = None
-    num_images: int = 0
-    seed: int = 0
-    flip: bool = True
+Folder = functools.partial(DataConfig, dataset="folder")  # the real schema, folder defaults
 
 
 @pytest.fixture(autouse=True)
