@@ -12,25 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_parts import BATCH_SIZE, parts
 
-from architectures import create
 from bench.config.schema import BudgetConfig, TrainConfig
-from bench.data import DeviceBatches
-from bench.diffusion import Diffusion
 from bench.train.loop import checkpoint_state, train
 from bench.train.optim import Budget, ema_decay, lr_at, make_ema, sgdr_phase, update_ema
 
-CFG = TrainConfig(batch_size=8, lr=1e-3, ema_decay=0.9, device="cpu", log_every=1)
-
-
-def parts(seed: int = 0, n_images: int = 40):
-    """A tiny model, diffusion, batches and noise generator, all from `seed`."""
-    torch.manual_seed(seed)
-    model = create("unet_tiny", in_channels=3, out_channels=3, image_size=8, base_channels=8)
-    images = torch.randint(0, 256, (n_images, 3, 8, 8), generator=torch.Generator().manual_seed(9),
-                           dtype=torch.uint8)
-    batches = DeviceBatches(images, CFG.batch_size, torch.Generator().manual_seed(seed))
-    return model, Diffusion(timesteps=100), batches, torch.Generator().manual_seed(seed + 1)
+CFG = TrainConfig(batch_size=BATCH_SIZE, lr=1e-3, ema_decay=0.9, device="cpu", log_every=1)
 
 
 def run(budget: BudgetConfig, seed: int = 0, cfg: TrainConfig = CFG, **kw) -> dict:

@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from train_parts import parts
 
 from bench.config.schema import BudgetConfig, TrainConfig
 from bench.train import clock as clock_module
 from bench.train.clock import StepClock
 from bench.train.loop import train
 from bench.train.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
-from tests.test_train import parts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CFG = TrainConfig(batch_size=8, lr=1e-3, ema_decay=0.9, device="cpu", log_every=3,
