@@ -6,8 +6,8 @@ the results root.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -22,6 +22,7 @@ from bad_input_cases import (
     run_args,
     suite_file,
 )
+from bad_input_protocol_cases import PROTOCOL
 from PIL import Image
 
 from bench.cli import main
@@ -106,7 +107,7 @@ DATA = [
               "data.holdout: task inpaint"),
 ]
 
-CASES = generated() + STRUCTURE + MODELS + YAML_FILES + SET_FLAGS + DATA
+CASES = generated() + STRUCTURE + MODELS + YAML_FILES + SET_FLAGS + DATA + PROTOCOL
 
 
 @pytest.fixture(autouse=True)

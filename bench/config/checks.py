@@ -78,6 +78,7 @@ def _check_eval(spec, where: str) -> None:
     if ev.metric not in rankable:
         raise choices_error(f"{where}: eval.metric", "ranking metric", ev.metric, rankable)
     registry.check_recorded(ev.metric, ev, spec.task.kind, f"{where}: eval.metric")
+    _check_early_stop(spec, where)
     for t in ev.recon_t or []:
         if not isinstance(t, int) or not 1 <= t <= spec.diffusion.timesteps:
             raise BenchError(f"{where}: eval.recon_t: {t!r} is out of range; choose integers in "
@@ -92,6 +93,18 @@ def _check_eval(spec, where: str) -> None:
     if ev.fid_proxy_n < 0 or ev.fid_proxy_n == 1:
         raise BenchError(f"{where}: eval.fid_proxy_n: 0 (off) or at least 2, got {ev.fid_proxy_n}")
     _check_eval_extras(spec, where)
+
+
+def _check_early_stop(spec, where: str) -> None:
+    """train.early_stop watches a metric every in-training evaluation records."""
+    es = spec.train.early_stop
+    if es is None:
+        return
+    registry.check_recorded(es.metric, spec.eval, spec.task.kind, f"{where}: train.early_stop.metric",
+                            verb="early stopping on", when="in_training")
+    if not spec.eval.every_kimg:
+        raise BenchError(f"{where}: train.early_stop: needs in-training evaluations; set "
+                         "eval.every_kimg (the period its patience counts in)")
 
 
 def _check_eval_extras(spec, where: str) -> None:

@@ -30,7 +30,8 @@ RANGES = {
     "train.weight_decay": "[0, inf)", "train.eps": "(0, inf)", "train.warmup_kimg": "[0, inf)",
     "train.lr_min": "[0, inf)", "train.cycle_kimg": ONE_IMAGE, "train.cycle_mult": "[1, inf)",
     "train.grad_clip": "(0, inf)", "train.ema_decay": "[0, 1)", "train.ema_start_step": "[0, inf)",
-    "train.log_every": "[1, inf)",
+    "train.log_every": "[1, inf)", "train.early_stop.patience": "[1, inf)",
+    "train.early_stop.min_delta": "[0, inf)",
     "eval.every_kimg": ONE_IMAGE, "eval.steps": "[1, inf)", "eval.grid": "[1, 1024]",
     "eval.grid_seed": SEED, "eval.sample_batch": "[1, inf)", "eval.val_images": "[1, inf)",
     "eval.val_t_per_image": "[1, 1000]", "eval.fid_n": "[2, inf)", "eval.fid_proxy_n": "{0} | [2, inf)",
@@ -78,6 +79,9 @@ def numeric_fields(cls: type) -> list[str]:
 
 def check_ranges(obj: Any, section: str, where: str, path: str) -> None:
     """Every number of a built section inside its documented range; BenchError naming the key."""
+    for f in dataclasses.fields(obj):  # nested sections (train.early_stop): their own rules
+        if dataclasses.is_dataclass(getattr(obj, f.name)):
+            check_ranges(getattr(obj, f.name), f"{section}.{f.name}", where, f"{path}.{f.name}")
     for name in numeric_fields(type(obj)):
         value, rule = getattr(obj, name), RANGES.get(f"{section}.{name}")
         if value is None or rule is None:

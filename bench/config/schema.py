@@ -54,6 +54,13 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
+class EarlyStopConfig:
+    metric: str = "val_loss"          # an in-training metric (bench.metrics.registry, in_training)
+    patience: int = 5                 # evaluations without improvement before the run stops
+    min_delta: float = 0.0            # an improvement must beat the best by more than this
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-4
@@ -78,6 +85,7 @@ class TrainConfig:
     optimizer_impl: Literal["auto", "fused", "foreach", "for_loop"] = "auto"  # auto: fused on CUDA
     ema_impl: Literal["foreach", "averaged_model"] = "foreach"  # foreach: no device sync per update
     cpu_amp: bool = False             # bf16 CPU autocast too (the CPU twin of the CUDA path; tests)
+    early_stop: EarlyStopConfig | None = None  # stop after `patience` evals without improvement
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,8 @@ def coerce(hint: Any, value: Any, where: str, path: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return coerce(inner[0], value, where, path)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where, path)
     if origin is Literal:
         if value not in args:
             raise choices_error(where + ": " + path, "value", value, args)

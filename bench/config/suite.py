@@ -34,6 +34,7 @@ from bench.errors import BenchError, choices_error
 SECTIONS = {"data": DataConfig, "task": TaskConfig, "diffusion": DiffusionConfig,
             "budget": BudgetConfig, "train": TrainConfig, "eval": EvalConfig}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become folder names
+OPTIONAL_KEYS = (("train", "early_stop"),)  # newer keys whose None is not hashed into run ids
 TOP_KEYS = {"name", "description", "baseline", "seeds", "models", "search", *SECTIONS}
 
 
@@ -57,6 +58,9 @@ class RunSpec:
         config = {"entry": asdict(self.entry), "seed": self.seed, "data": asdict(self.data),
                   "diffusion": asdict(self.diffusion), "budget": asdict(self.budget),
                   "train": asdict(self.train), "eval": training_eval(self.eval)}
+        for section, key in OPTIONAL_KEYS:  # off: left out, so older run ids stay unchanged
+            if config[section].get(key) is None:
+                config[section].pop(key, None)
         if self.task.kind != "unconditional":  # keeps unconditional run ids unchanged
             config["task"] = asdict(self.task)
         return config

@@ -66,7 +66,11 @@ def _costs() -> list[Metric]:
             Metric("peak_mem_train_mb", "peak mem train", group="cost", unit="MB", rankable=False),
             Metric("peak_mem_sample_mb", "peak mem sample", group="cost", unit="MB",
                    rankable=False),
-            Metric("sample_seconds", "sample batch time", group="other", unit="s", rankable=False)]
+            Metric("sample_seconds", "sample batch time", group="other", unit="s", rankable=False),
+            # train.early_stop (bench.run.stopping): the budget allowed, where it stopped, the best
+            *[Metric(n, lab, group="cost", unit="kimg", rankable=False) for n, lab in (
+                ("budget_kimg", "budget"), ("stopped_at_kimg", "stopped at"),
+                ("best_kimg", "best at"))]]
 
 
 def _quality() -> list[Metric]:

@@ -33,6 +33,7 @@ from bench.run.context import RunContext
 from bench.run.results import (
     CHECKPOINT,
     RESULT,
+    evaluated_checkpoint,
     load_checkpoint,
     read_result,
     write_json,
@@ -145,7 +146,7 @@ class RunCurves:
         self.run_dir, self.spec, self.settings = Path(run_dir), spec, settings
         self.inception, self.device = inception, device
         ctx = build_run(spec, dataset, device, run_dir, record=read_result(self.run_dir))
-        checkpoint = load_checkpoint(self.run_dir / CHECKPOINT)
+        checkpoint = load_checkpoint(evaluated_checkpoint(self.run_dir, ctx.record))
         self.ctx = ctx.evaluating(load_network(spec, ctx, checkpoint, ema=not settings.raw))
         T = spec.diffusion.timesteps
         self.base = dataclasses.replace(   # the run's sampler and steps, this evaluation's seed and weights

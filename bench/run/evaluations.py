@@ -27,6 +27,7 @@ from bench.run.results import (
     CHECKPOINT,
     RESULT,
     SAMPLES,
+    evaluated_checkpoint,
     is_complete,
     load_checkpoint,
     read_result,
@@ -55,7 +56,7 @@ def evaluate(spec, variant: str, train_dir: Path, eval_dir: Path, dataset, hooks
                          "train it with `bench run` first")
     record = variant_start(trained, spec, variant, eval_dir)
     ctx = build_run(spec, dataset, resolve_device(spec.train.device), eval_dir, record)
-    checkpoint = load_checkpoint(train_dir / CHECKPOINT)
+    checkpoint = load_checkpoint(evaluated_checkpoint(train_dir, trained))  # best.pt if early-stopped
     view = ctx.evaluating(load_network(spec, ctx, checkpoint, ema=spec.eval.use_ema))
     try:
         final_evaluation(view, [*quality_hooks(spec), *hooks], variant_record(variant, spec))

@@ -18,9 +18,10 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from bench.errors import BenchError, warn
 
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"                  # train.early_stop: the checkpoint of the best evaluation
 SAMPLES = "samples.png"
 TEMP_PREFIX = ".bench-tmp-"
 _SKIPPED: set[str] = set()        # unreadable result files already reported by iter_results
@@ -139,6 +141,13 @@ def load_checkpoint(path: str | Path) -> dict:
     if missing:
         raise BenchError(f"{path}: not a bench checkpoint (missing {', '.join(missing)})")
     return ckpt
+
+
+def evaluated_checkpoint(run_dir: str | Path, result: dict | None) -> Path:
+    """The checkpoint a finished run is evaluated from: `best.pt` of an early-stopped run."""
+    best = Path(run_dir) / BEST
+    early = bool(result) and bool((result.get("early_stop") or {}).get("best_kimg") is not None)
+    return best if early and best.is_file() else Path(run_dir) / CHECKPOINT
 
 
 def environment(device: torch.device, flags: dict) -> dict:

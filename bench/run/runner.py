@@ -12,9 +12,9 @@ hands hooks `ctx.evaluating(net, state, point)` (see `bench.metrics.hook` for th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import torch
@@ -38,6 +38,7 @@ from bench.run.results import (
     save_checkpoint,
     write_json,
 )
+from bench.run.stopping import best_point, keep_best, observe
 from bench.train.loop import Diverged, checkpoint_state, train
 
 Hook = Callable[[str, RunContext], dict | None]  # hook(phase "train" | "final", ctx) -> metrics
@@ -160,7 +161,10 @@ def _evaluate(ctx: RunContext, state: dict, hooks, clock: EvalClock) -> None:
     for hook in hooks:  # later hooks (Optuna pruning) see earlier hooks' metrics in `point`
         point.update(hook("train", view) or {})
     state["last_eval_step"] = state["step"]
+    improved = observe(spec, state, point)  # train.early_stop: its state goes into the checkpoint
     save_checkpoint(ctx.run_dir / CHECKPOINT, checkpoint_state(state))
+    if improved:
+        keep_best(ctx)
     snapshot(view, state)  # the fixed-noise grid of this evaluation (and its checkpoint if kept)
     _fill(record, state, clock.so_far(started), clock.wall_start)
     write_json(ctx.run_dir / RESULT, record)
@@ -174,15 +178,17 @@ def _evaluated_net(spec, state: dict) -> torch.nn.Module:
 
 def _finish(ctx: RunContext, state: dict, hooks, clock: EvalClock) -> None:
     """Final metrics (sample grid, sampling cost, x̂0 panel, hooks, protocol) and the complete
-    result. A run of a suite with `eval.variants` is only trained here (`role: training`): each
+    result (of the best evaluation's checkpoint with `train.early_stop`). A run of a suite with
+    `eval.variants` is only trained here (`role: training`): each
     variant evaluates its checkpoint (`bench.run.evaluations`)."""
     started, spec, record = time.perf_counter(), ctx.spec, ctx.record
     last = next(p for p in reversed(state["history"]) if "val_loss" in p)
+    net, last = best_point(spec, state, ctx) or (_evaluated_net(spec, state), last)
     record["metrics"].update({k: v for k, v in last.items() if k.startswith("val_loss")})
     if spec.eval.variants:
         record["role"] = "training"
     else:
-        final_evaluation(ctx.evaluating(_evaluated_net(spec, state), state), hooks)
+        final_evaluation(ctx.evaluating(net, state), hooks)
     _fill(record, state, clock.so_far(started), clock.wall_start)
     record["status"] = "complete"
     write_json(ctx.run_dir / RESULT, record)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from bench.device import amp_in_effect, autocast, compiled
 from bench.task import UNCONDITIONAL, Task
 from bench.train.clock import StepClock
+from bench.train.early_stop import stopped
 from bench.train.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
 
 
@@ -48,7 +49,8 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
     next_eval = _next_eval(state["images"], every_kimg)
     bar = tqdm(total=budget.total_images(), initial=state["images"], unit="img",
                disable=not progress, dynamic_ncols=True, leave=False)
-    while (n := budget.next_batch(state["images"], state["step"], clock.done)) > 0:
+    while not stopped(state["early_stop"]) and (
+            n := budget.next_batch(state["images"], state["step"], clock.done)) > 0:
         lr = lr_at(cfg, state["images"] / 1000,
                    budget.progress(state["images"], state["step"], clock.estimate()))
         x0 = next(batches)[:n]
@@ -105,7 +107,7 @@ class Diverged(Exception):
 
 def _new_state() -> dict:
     return {"step": 0, "images": 0, "train_seconds": 0.0, "losses": [], "history": [],
-            "last_eval_step": None}
+            "last_eval_step": None, "early_stop": None}
 
 
 def _next_eval(images: int, every_kimg: float | None) -> int | None:
@@ -138,7 +140,7 @@ def _flush(state: dict, pending: list, clock: StepClock, cfg, lr: float | None, 
                         img_s=f"{rate:.0f}")
 
 
-_COUNTERS = ("step", "images", "train_seconds", "losses", "history", "last_eval_step")
+_COUNTERS = ("step", "images", "train_seconds", "losses", "history", "last_eval_step", "early_stop")
 
 
 def checkpoint_state(state: dict) -> dict:
