@@ -29,6 +29,7 @@ from bench.run.context import RunContext
 from bench.run.evaluate import validation_loss
 from bench.run.evaluations import evaluate_variants
 from bench.run.final import final_evaluation, snapshot
+from bench.run.progress import SuiteProgress, to_stderr
 from bench.run.results import (
     CHECKPOINT,
     RESULT,
@@ -51,6 +52,7 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
     out = Path(results_root) / suite.name
     write_json(out / "suite.json", suite_record(suite))
     datasets: dict = {}
+    bar = SuiteProgress(len(suite.runs), sum(_to_do(out / s.run_id, retry_failed) for s in suite.runs))
     for i, spec in enumerate(suite.runs, 1):
         run_dir, where = out / spec.run_id, f"[{i}/{len(suite.runs)}] {spec.run_id}"
         remove_temp_files(run_dir)
@@ -63,7 +65,10 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
             continue
         retry = "; failed earlier, retrying" if status == "failed" else ""
         log(f"{where}: {spec.entry.arch}, seed {spec.seed}{retry}")
+        if progress:  # the suite's line above the run's tqdm bar (stderr, as the bar)
+            to_stderr(bar.begin(i, spec.entry.name, spec.seed))
         record = run_one(spec, run_dir, _dataset(datasets, spec), progress=progress)
+        bar.end()
         if record.get("status") == "failed":
             log(f"{where}: failed: {record['error']}; the suite goes on (--retry-failed runs it again)")
     evaluate_variants(suite, out, lambda spec: _dataset(datasets, spec), log)
@@ -81,6 +86,17 @@ def _status(run_dir: Path) -> str | None:
     if result is None:
         return None
     return "failed" if result.get("failure") else result.get("status")
+
+
+def _to_do(run_dir: Path, retry_failed: bool) -> bool:
+    """Whether this invocation will train the run (for the ETA; reads, never changes, the folder)."""
+    try:
+        result = read_result(run_dir) or {}
+    except BenchError:
+        return True
+    if result.get("failure"):
+        return retry_failed
+    return result.get("status") != "complete"
 
 
 def _dataset(datasets: dict, spec):
