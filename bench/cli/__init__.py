@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the resolved suite and the plan")
     run.add_argument("--results", default="results", help="results root (default: results)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-tensorboard", action="store_true",
+                     help="no TensorBoard event files of the training curves (default: written "
+                          "when tensorboard is installed)")
     run.add_argument("--retry-failed", action="store_true",
                      help="run again the runs that failed (non-finite loss); default: skip them")
     run.set_defaults(func=cmd_run)
@@ -72,7 +75,7 @@ def cmd_run(args) -> int:
         for path in remove_temp_files(lock.parent):
             print(f"removed {path} (a write killed part-way)")
         out = run_suite(suite, args.results, progress=not args.no_progress,
-                        retry_failed=args.retry_failed)
+                        retry_failed=args.retry_failed, tensorboard=not args.no_tensorboard)
     write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
     print(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
     return 0

@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,8 +79,11 @@ def _jsonable(value: Any) -> Any:
 def remove_temp_files(folder: str | Path) -> list[Path]:
     """Delete the temporary files a killed write left below `folder`; returns them."""
     found = sorted(Path(folder).rglob(f"{TEMP_PREFIX}*")) if Path(folder).is_dir() else []
-    for path in found:
-        path.unlink(missing_ok=True)
+    for path in found:  # a temporary folder too (the TensorBoard events, bench.run.tensorboard)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return found
 
 

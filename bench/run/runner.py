@@ -40,16 +40,21 @@ from bench.run.results import (
     write_json,
 )
 from bench.run.stopping import best_point, keep_best, observe
+from bench.run.tensorboard import NOT_INSTALLED, available, events_hook
 from bench.train.loop import Diverged, checkpoint_state, train
 
 Hook = Callable[[str, RunContext], dict | None]  # hook(phase "train" | "final", ctx) -> metrics
 
 
 def run_suite(suite, results_root: str | Path = "results", *, progress: bool = True,
-              log: Callable[[str], None] = print, retry_failed: bool = False) -> Path:
+              log: Callable[[str], None] = print, retry_failed: bool = False,
+              tensorboard: bool = True) -> Path:
     """Run every planned run not yet complete; returns the suite's results folder. A run that
-    failed (non-finite loss) is skipped unless `retry_failed`; an unreadable result is redone."""
+    failed (non-finite loss) is skipped unless `retry_failed`; an unreadable result is redone.
+    `tensorboard`: also write each run's curves as TensorBoard events (when it is installed)."""
     out = Path(results_root) / suite.name
+    if tensorboard and not available():
+        log(NOT_INSTALLED)
     write_json(out / "suite.json", suite_record(suite))
     datasets: dict = {}
     bar = SuiteProgress(len(suite.runs), sum(_to_do(out / s.run_id, retry_failed) for s in suite.runs))
@@ -67,7 +72,8 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
         log(f"{where}: {spec.entry.arch}, seed {spec.seed}{retry}")
         if progress:  # the suite's line above the run's tqdm bar (stderr, as the bar)
             to_stderr(bar.begin(i, spec.entry.name, spec.seed))
-        record = run_one(spec, run_dir, _dataset(datasets, spec), progress=progress)
+        record = run_one(spec, run_dir, _dataset(datasets, spec), progress=progress,
+                         tensorboard=tensorboard)
         bar.end()
         if record.get("status") == "failed":
             log(f"{where}: failed: {record['error']}; the suite goes on (--retry-failed runs it again)")
@@ -123,13 +129,16 @@ def _baseline_label(suite) -> str:
     return rows[0] if rows else name
 
 
-def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progress: bool = True) -> dict:
-    """Train and evaluate one run; writes result.json, samples.png and checkpoint.pt atomically."""
+def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progress: bool = True,
+            tensorboard: bool = True) -> dict:
+    """Train and evaluate one run; writes result.json, samples.png and checkpoint.pt atomically
+    (and the TensorBoard events of its curves, bench.run.tensorboard, unless `tensorboard` is off)."""
     wall_start = time.perf_counter()
     ctx = build_run(spec, dataset, resolve_device(spec.train.device), run_dir)
     ctx.record["metrics"].update(model_cost(ctx.model, spec.data.channels + ctx.task.cond_channels,
                                             spec.data.image_size))
-    hooks = [*quality_hooks(spec), *hooks]  # quality first: later hooks (pruning) see fid_proxy
+    hooks = [*quality_hooks(spec), *hooks,  # quality first: later hooks (pruning) see fid_proxy
+             *([events_hook] if tensorboard else [])]  # last: the events see every metric
     clock = EvalClock(wall_start)
     _reset_peak(ctx.device)
     try:
