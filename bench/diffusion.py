@@ -21,15 +21,22 @@ from bench.errors import choices_error
 TARGETS = ("eps", "x0", "v")
 
 
-def _linear_endpoints(T: int) -> tuple[float, float]:
-    """Ho et al.'s 1e-4 and 0.02 at T=1000, scaled by 1000/T for other T (improved-diffusion)."""
+BETA_START, BETA_END = 1e-4, 0.02   # Ho et al. 2020 §4, at T = 1000
+ENDPOINT_SCHEDULES = ("linear", "quadratic", "sigmoid")   # the schedules β_start/β_end shape
+
+
+def _linear_endpoints(T: int, start: float = BETA_START, end: float = BETA_END) -> tuple[float, float]:
+    """β_1 and β_T given at T=1000 (Ho et al.: 1e-4, 0.02), scaled by 1000/T (improved-diffusion).
+
+    At T = 1000 they are diffusers' `DDPMScheduler(beta_start=..., beta_end=...)` endpoints.
+    """
     scale = 1000.0 / T
-    return 1e-4 * scale, 0.02 * scale
+    return start * scale, end * scale
 
 
-def linear_betas(T: int) -> torch.Tensor:
-    """Ho et al. 2020 §4: β linear from 1e-4 to 0.02 (for T=1000)."""
-    start, end = _linear_endpoints(T)
+def linear_betas(T: int, start: float = BETA_START, end: float = BETA_END) -> torch.Tensor:
+    """Ho et al. 2020 §4: β linear from 1e-4 to 0.02 (for T=1000), or from the given endpoints."""
+    start, end = _linear_endpoints(T, start, end)
     return torch.linspace(start, end, T, dtype=torch.float64)
 
 
@@ -40,15 +47,15 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
 
 
-def quadratic_betas(T: int) -> torch.Tensor:
+def quadratic_betas(T: int, start: float = BETA_START, end: float = BETA_END) -> torch.Tensor:
     """√β linear between the linear schedule's endpoints, squared (diffusers 'scaled_linear')."""
-    start, end = _linear_endpoints(T)
+    start, end = _linear_endpoints(T, start, end)
     return torch.linspace(start**0.5, end**0.5, T, dtype=torch.float64) ** 2
 
 
-def sigmoid_betas(T: int) -> torch.Tensor:
+def sigmoid_betas(T: int, start: float = BETA_START, end: float = BETA_END) -> torch.Tensor:
     """GeoDiff (Xu et al. 2022) / diffusers 'sigmoid': sigmoid(linspace(-6, 6)) mapped onto [β_1, β_T]."""
-    start, end = _linear_endpoints(T)
+    start, end = _linear_endpoints(T, start, end)
     return torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (end - start) + start
 
 
@@ -71,10 +78,19 @@ class Diffusion:
         timesteps: int = 1000,        # T
         target: str = "eps",          # what the network predicts: eps | x0 | v
         min_snr_gamma: float | None = None,  # Min-SNR-γ weight (Hang et al. 2023); None = plain MSE
+        beta_start: float = BETA_START,  # β_1 at T = 1000 (linear, quadratic, sigmoid)
+        beta_end: float = BETA_END,      # β_T at T = 1000
     ):
         if schedule not in SCHEDULES:
             raise choices_error("diffusion.schedule", "schedule", schedule, SCHEDULES)
-        self._setup(SCHEDULES[schedule](int(timesteps)), schedule, target, min_snr_gamma)
+        if schedule in ENDPOINT_SCHEDULES:
+            betas = SCHEDULES[schedule](int(timesteps), beta_start, beta_end)
+        elif (beta_start, beta_end) != (BETA_START, BETA_END):
+            raise ValueError(f"beta_start/beta_end do not apply to schedule {schedule!r}; they shape "
+                             f"only {', '.join(ENDPOINT_SCHEDULES)}")
+        else:
+            betas = SCHEDULES[schedule](int(timesteps))
+        self._setup(betas, schedule, target, min_snr_gamma)
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor, target: str = "eps", name: str = "custom") -> "Diffusion":

@@ -17,7 +17,13 @@ from architectures import UnknownArchitectureError, create
 from bench.config.capacity import match_capacity
 from bench.config.schema import build
 from bench.data import DATASETS
-from bench.diffusion import SCHEDULES, Diffusion
+from bench.diffusion import (
+    BETA_END,
+    BETA_START,
+    ENDPOINT_SCHEDULES,
+    SCHEDULES,
+    Diffusion,
+)
 from bench.errors import BenchError, choices_error
 from bench.metrics import registry
 from bench.metrics.classify import Recipe
@@ -52,12 +58,7 @@ def _check_names(spec, where: str) -> None:
     if spec.diffusion.schedule not in SCHEDULES:
         raise choices_error(f"{where}: diffusion.schedule", "schedule", spec.diffusion.schedule,
                             SCHEDULES)
-    try:
-        Diffusion(spec.diffusion.schedule, spec.diffusion.timesteps, spec.diffusion.target,
-                  spec.diffusion.min_snr_gamma)
-    except ValueError as err:
-        raise BenchError(f"{where}: diffusion.timesteps: {spec.diffusion.timesteps} does not work "
-                         f"with schedule {spec.diffusion.schedule!r}: {err}") from None
+    _check_diffusion(spec.diffusion, where)
     if spec.eval.sampler not in SAMPLERS:
         raise choices_error(f"{where}: eval.sampler", "sampler", spec.eval.sampler, SAMPLERS)
     check_sampler_opts(spec.eval.sampler, spec.eval.sampler_opts, f"{where}: eval.sampler_opts")
@@ -65,6 +66,20 @@ def _check_names(spec, where: str) -> None:
     device = spec.train.device
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise choices_error(f"{where}: train.device", "device", device, ["auto", "cpu", "cuda", "cuda:N"])
+
+
+def _check_diffusion(d, where: str) -> None:
+    """The schedule builds: β endpoints only where they mean something, every β in (0, 1)."""
+    endpoints = (d.beta_start, d.beta_end) != (BETA_START, BETA_END)
+    if endpoints and d.schedule not in ENDPOINT_SCHEDULES:
+        raise BenchError(f"{where}: diffusion.beta_start/beta_end: set, but schedule {d.schedule!r} "
+                         f"has no β endpoints; they apply to {', '.join(ENDPOINT_SCHEDULES)}")
+    try:
+        Diffusion(d.schedule, d.timesteps, d.target, d.min_snr_gamma, d.beta_start, d.beta_end)
+    except ValueError as err:
+        key = f"beta_start/beta_end: {d.beta_start}/{d.beta_end} with timesteps" if endpoints else "timesteps"
+        raise BenchError(f"{where}: diffusion.{key}: {d.timesteps} does not work with schedule "
+                         f"{d.schedule!r} (β scaled by 1000/T): {err}") from None
 
 
 def _check_eval(spec, where: str) -> None:

@@ -25,6 +25,7 @@ RANGES = {
     "data.image_size": "[1, 4096]", "data.channels": "{1, 3}", "data.holdout": "(0, 1)",
     "data.limit": "[1, inf)", "data.num_images": "[2, inf)", "data.seed": SEED,
     "diffusion.timesteps": "[1, 100000]", "diffusion.min_snr_gamma": "(0, inf)",
+    "diffusion.beta_start": "(0, 1)", "diffusion.beta_end": "(0, 1)",
     "budget.kimg": ONE_IMAGE, "budget.steps": "[1, inf)", "budget.seconds": "(0, inf)",
     "train.batch_size": "[1, 65536]", "train.lr": "(0, inf)", "train.betas": "[0, 1)",
     "train.weight_decay": "[0, inf)", "train.eps": "(0, inf)", "train.warmup_kimg": "[0, inf)",

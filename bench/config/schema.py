@@ -38,6 +38,8 @@ class DiffusionConfig:
     timesteps: int = 1000             # T
     target: Literal["eps", "x0", "v"] = "eps"
     min_snr_gamma: float | None = None  # Min-SNR-γ loss weighting (Hang et al. 2023); None = plain MSE
+    beta_start: float = 1e-4          # β_1 at T=1000 (Ho et al.), scaled 1000/T; linear/quadratic/sigmoid
+    beta_end: float = 0.02            # β_T at T=1000 (Ho et al.), scaled 1000/T
 
 
 @dataclass(frozen=True)
