@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from bench.diffusion import SCHEDULES, Diffusion
 from bench.errors import BenchError, choices_error
 
-VARIANCES = ("fixed_large", "fixed_small")
+VARIANCES = ("fixed_large", "fixed_small", "beta_linear")
 SPACINGS = ("uniform", "quadratic")
 
 
@@ -62,13 +62,13 @@ def _ancestral(model, chain: Diffusion, model_t: torch.Tensor, x: torch.Tensor, 
                variance: str, clip: bool, generator, progress: bool) -> torch.Tensor:
     """x_{t-1} = μ̃(x̂_0, x_t) + σ_t z for t = n-1 .. 0 (Ho et al. eqs. 6-7, 11); no noise at t = 0.
 
-    σ²_t = β̃_t (fixed_small) or β_t (fixed_large). improved-diffusion stores β̃_1 in place of β_0
-    for fixed_large's log-variance; it only matters for likelihoods, since no noise is added at
-    t = 0, so here σ²_0 is never used.
+    σ²_t = β̃_t (fixed_small), β_t (fixed_large), or σ_t = β_t (beta_linear: study 004 §3's final
+    sampler, σ² = β²). improved-diffusion stores β̃_1 in place of β_0 for fixed_large's
+    log-variance; it only matters for likelihoods, since no noise is added at t = 0, so here σ²_0
+    is never used.
     """
     model_t = model_t.to(x.device)
-    sigma2 = chain.posterior_variance if variance == "fixed_small" else chain.betas
-    sigma = sigma2.sqrt().to(torch.float32).to(x.device)
+    sigma = sampling_sigma(chain, variance).to(torch.float32).to(x.device)
     for i in tqdm(range(chain.T - 1, -1, -1), disable=not progress, desc="ddpm"):
         t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
         with torch.no_grad():
@@ -85,9 +85,18 @@ def _ancestral(model, chain: Diffusion, model_t: torch.Tensor, x: torch.Tensor, 
     return x.clamp(-1, 1)
 
 
+def sampling_sigma(chain: Diffusion, variance: str) -> torch.Tensor:
+    """σ_t of the ancestral step, float64 [T]: √β̃_t, √β_t, or β_t (beta_linear)."""
+    if variance not in VARIANCES:
+        raise choices_error("sampler_opts.variance", "variance", variance, VARIANCES)
+    if variance == "beta_linear":
+        return chain.betas.clone()
+    return (chain.posterior_variance if variance == "fixed_small" else chain.betas).sqrt()
+
+
 def ddpm(model, diffusion: Diffusion, shape, *, steps=None, generator=None, device="cpu",
          noise=None, progress=False, variance="fixed_large", clip=True, **opts) -> torch.Tensor:
-    """Ho et al. Algorithm 2 over all T steps; σ²_t = β_t (fixed_large) or β̃_t (fixed_small)."""
+    """Ho et al. Algorithm 2 over all T steps; σ²_t = β_t (fixed_large), β̃_t (fixed_small), β_t² (beta_linear)."""
     check_sampler_opts("ddpm", {"variance": variance, "clip": clip, **opts}, "sampler_opts")
     resolve_steps("ddpm", steps, diffusion.T)
     x = _start(shape, noise, generator, device)

@@ -158,9 +158,9 @@ def test_inpaint_002_shortened_sampler_with_restarts_inpaints_on_cpu(tmp_path):
 
 
 def test_flowers_004_cbam_with_cosine_t500_schedule_on_cpu(tmp_path):
-    spec = tiny_eval_spec("flowers_004", "cbam@sigma_small", SYNTHETIC + ["data.image_size=32",
-                                                                         "diffusion.timesteps=25"])
-    assert spec.eval.sampler_opts == {"variance": "fixed_small"} and spec.eval.variants == []
+    spec = tiny_eval_spec("flowers_004", "cbam@sigma_beta", SYNTHETIC + ["data.image_size=32",
+                                                                        "diffusion.timesteps=25"])
+    assert spec.eval.sampler_opts == {"variance": "beta_linear", "clip": False} and spec.eval.variants == []
     assert (spec.diffusion.schedule, spec.train.lr_schedule, spec.train.lr_min) == ("cosine", "cosine", 1e-7)
     run_tiny(spec, tmp_path)
 
