@@ -48,7 +48,7 @@ def test_one_step_chain_against_a_hand_computed_update(clip):
     out = ddpm(Const(c), d, x_T.shape, noise=x_T, generator=g, variance="beta_linear", clip=clip)
     ab1, ab0 = 0.9 * 0.5, 0.9
     x = 0.3
-    for t, (b, ab, ab_prev, noise) in enumerate([(0.5, ab1, ab0, z), (0.1, ab0, 1.0, 0.0)][::1]):
+    for b, ab, ab_prev, noise in [(0.5, ab1, ab0, z), (0.1, ab0, 1.0, 0.0)]:   # t = 1, then t = 0
         x0 = (x - math.sqrt(1 - ab) * c) / math.sqrt(ab)
         x0 = max(-1.0, min(1.0, x0)) if clip else x0
         mean = b * math.sqrt(ab_prev) / (1 - ab) * x0 + (1 - ab_prev) * math.sqrt(1 - b) / (1 - ab) * x
