@@ -182,7 +182,8 @@ def test_fruits_003_grouped_fold_holds_out_whole_fruits_on_cpu(tmp_path, monkeyp
     fruit_tree(tmp_path / "Training")
     fruit_tree(tmp_path / "Test")
     common = [f"data.root={tmp_path / 'Training'}", f"data.test_root={tmp_path / 'Test'}",
-              "data.image_size=16", "diffusion.timesteps=25", "eval.recon_t=null"]
+              "data.image_size=16", "diffusion.timesteps=25", "eval.recon_t=null",
+              "train.early_stop=null"]   # TINY has no in-training evals to stop on
     leaky = load_dataset(tiny_spec("fruits_003", "leaky_fold1", common).data)
     assert len(leaky.heldout) == 8 and len(fruits_held_out(leaky.heldout)) > 1   # views of several fruits
     spec = tiny_spec("fruits_003", "grouped_fold1", common)
