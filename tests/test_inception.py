@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.cache import cache_dir
 from bench.errors import BenchError
 from bench.metrics import inception
 from bench.metrics.fid import (
@@ -78,7 +79,7 @@ def test_default_1_is_pinned_converted_exactly_and_cached(real_inception, monkey
     state_dict = inception.convert_torchscript(ts_model)
     assert len(state_dict) == 94 * 6   # 94 conv+BN units, no fc
     assert inception.check_against_torchscript(inception.build_inception(state_dict), ts_model, n=1, seed=1) < 1e-4
-    assert (inception.cache_dir() / "inception" / f"pt_inception_from_{sha}.pth").is_file()
+    assert (cache_dir("inception") / f"pt_inception_from_{sha}.pth").is_file()
 
     def no_jit(*a, **k):
         raise AssertionError("the converted state dict should come from the cache")
@@ -88,7 +89,7 @@ def test_default_1_is_pinned_converted_exactly_and_cached(real_inception, monkey
 
 def test_explicit_weights_from_env_and_a_wrong_file_is_refused(real_inception, tmp_path, monkeypatch):
     module, sha = real_inception
-    converted = inception.cache_dir() / "inception" / f"pt_inception_from_{sha}.pth"
+    converted = cache_dir("inception") / f"pt_inception_from_{sha}.pth"
     monkeypatch.setenv("BENCH_INCEPTION_WEIGHTS", str(converted))   # a plain pytorch-fid state dict
     loaded, loaded_sha = inception.load_inception()
     assert loaded_sha == inception.sha256_file(converted) != sha

@@ -8,8 +8,8 @@ apart, whole groups at a time when `group_by` (a regex on the relative path) is 
 cross-validation leaked near-duplicate photos of one fruit across folds; `group_by: '^[^/]+'` keeps
 each class folder on one side.
 
-Decoded tensors are cached in `$BENCH_CACHE` (default ~/.cache/bench/data), keyed by a hash of the
-source (absolute root, file names, sizes and mtimes) and of every option that changes the pixels;
+Decoded tensors are cached in `bench.cache.cache_dir("data")` ($BENCH_CACHE/data, default
+~/.cache/bench/data), keyed by a hash of the source (absolute root, file names, sizes and mtimes) and of every option that changes the pixels;
 files are written atomically (temp file + os.replace).
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from bench.cache import cache_dir
 from bench.data.labels import folder_labels
 from bench.errors import BenchError
 
@@ -60,16 +61,12 @@ class Dataset:
 
 # ---------------------------------------------------------------- cache
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE") or "~/.cache/bench/data").expanduser()
-
-
 def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
     """The tensors for `key` from the cache, or `build()` -> (train, heldout, info, labels or None)."""
     key = {**key, "dataset": cfg.dataset, "image_size": cfg.image_size, "channels": cfg.channels,
            "limit": cfg.limit, "version": CACHE_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"{cfg.dataset}-{cfg.image_size}px-c{cfg.channels}-{digest}.pt"
+    path = cache_dir("data") / f"{cfg.dataset}-{cfg.image_size}px-c{cfg.channels}-{digest}.pt"
     if path.is_file():
         try:
             blob = torch.load(path, weights_only=True)

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from bench.cache import cache_dir
 from bench.errors import BenchError
 from bench.images import to_uint8
-from bench.metrics.inception import cache_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +198,7 @@ def load_or_train(dataset, recipe: Recipe, device="cpu") -> tuple[Classifier, di
     images, labels, classes = _labelled(dataset)
     digest = fingerprint(images, labels)
     key = hashlib.sha256(f"{digest} {recipe.name()}".encode()).hexdigest()[:16]
-    path = cache_dir() / "classifiers" / f"classifier-{key}.pt"
+    path = cache_dir("classifiers") / f"classifier-{key}.pt"
     model = Classifier(images.shape[1], len(classes), recipe.widths)
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)

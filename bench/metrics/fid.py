@@ -3,12 +3,12 @@
 Sources:
 - FID: Heusel et al. 2017, d^2 = |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)); checked against
   pytorch-fid's `calculate_frechet_distance`. The trace term comes from the eigenvalues of S1 S2
-  (as torchmetrics' FID) rather than scipy's sqrtm, which is ~2x slower on a CPU; pytorch-fid's
-  exact sqrtm steps remain as `method="sqrtm"` (without its deprecated `sqrtm(disp=False)`).
-- KID: Binkowski et al. 2018, unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3, mean and std
-  over random subsets (as torch-fidelity / the paper's code).
+  (as torchmetrics' FID) rather than scipy's sqrtm, which is ~2x slower on a CPU; `method="sqrtm"`
+  calls pytorch-fid's `calculate_frechet_distance` itself.
+- KID: Binkowski et al. 2018, unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3
+  (torchmetrics' `poly_mmd`), mean and std over random subsets (as torch-fidelity / the paper's code).
 - Precision / recall: Kynkaanniemi et al. 2019, k-NN balls around each feature vector as the manifold.
-- Quantization of the samples scored: `bench.data.to_uint8`, torchvision `save_image`'s rounding
+- Quantization of the samples scored: `bench.images.to_uint8`, torchvision `save_image`'s rounding
   (x * 255 + 0.5, clamp, truncate), so in-memory samples are exactly the pixels a saved PNG holds.
 """
 from __future__ import annotations
@@ -23,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pytorch_fid.fid_score import calculate_frechet_distance
 from scipy import linalg
+from torchmetrics.image.kid import poly_mmd
 
+from bench.cache import cache_dir
 from bench.errors import BenchError, choices_error
-from bench.metrics.inception import cache_dir
 
 REFERENCE_KEY_FIELDS = ("dataset", "split", "n", "resolution", "weights_sha256", "preprocessing")
 
@@ -40,20 +42,15 @@ def feature_stats(feats) -> tuple[np.ndarray, np.ndarray]:
 FRECHET_METHODS = ("eigvals", "sqrtm")
 
 
-def _trace_sqrt_sqrtm(sigma1, sigma2, eps: float) -> float:
-    """Tr((S1 S2)^1/2) exactly as pytorch-fid: scipy sqrtm, eps on the diagonal if not finite."""
+def _pytorch_fid_distance(mu1, sigma1, mu2, sigma2, eps: float) -> float:
+    """pytorch-fid's own `calculate_frechet_distance` (scipy sqrtm), its ValueError a BenchError."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)   # singular when N <= D: expected
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all():   # product nearly singular
-            offset = np.eye(sigma1.shape[0]) * eps
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise BenchError(f"FID: sqrtm has an imaginary component {np.abs(covmean.imag).max():.3g}; "
-                             "too few samples for the feature dimension?")
-        covmean = covmean.real
-    return float(np.trace(covmean))
+        warnings.simplefilter("ignore", DeprecationWarning)    # its sqrtm(disp=False), scipy >= 1.16
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular when N <= D: expected
+        try:
+            return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps))
+        except ValueError as err:   # "Imaginary component ..."
+            raise BenchError(f"FID: {err}; too few samples for the feature dimension?") from None
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, method: str = "eigvals") -> float:
@@ -72,9 +69,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, method: str = 
     if method not in FRECHET_METHODS:
         raise choices_error("frechet_distance", "method", method, FRECHET_METHODS)
     if method == "sqrtm":
-        tr_covmean = _trace_sqrt_sqrtm(sigma1, sigma2, eps)
-    else:
-        tr_covmean = float(np.sqrt(np.linalg.eigvals(sigma1 @ sigma2).astype(complex)).real.sum())
+        return _pytorch_fid_distance(mu1, sigma1, mu2, sigma2, eps)
+    tr_covmean = float(np.sqrt(np.linalg.eigvals(sigma1 @ sigma2).astype(complex)).real.sum())
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
@@ -102,14 +98,6 @@ def fid_from_features(feats, reference) -> float:
     return float(diff @ diff + (a * a).sum() + np.trace(sigma2) - 2 * tr_covmean)
 
 
-def _poly_mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3: the kernel diagonals are left out."""
-    m, d = x.shape
-    kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
-    within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-    return float(within - 2 * kxy.mean())
-
-
 def kid(feats1, feats2, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """KID (mean, std) over `subsets` random subsets of min(subset_size, N1, N2) rows each."""
     f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
@@ -117,8 +105,9 @@ def kid(feats1, feats2, subsets: int = 100, subset_size: int = 1000, seed: int =
     if m < 2:
         raise BenchError(f"KID: needs at least 2 samples per set, got {len(f1)} and {len(f2)}")
     rng = np.random.default_rng(seed)
-    values = [_poly_mmd2_unbiased(f1[rng.choice(len(f1), m, replace=False)],
-                                  f2[rng.choice(len(f2), m, replace=False)]) for _ in range(subsets)]
+    t1, t2 = torch.from_numpy(f1), torch.from_numpy(f2)
+    values = [float(poly_mmd(t1[rng.choice(len(f1), m, replace=False)],
+                             t2[rng.choice(len(f2), m, replace=False)])) for _ in range(subsets)]
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -155,7 +144,7 @@ def reference_key_hash(key: dict) -> str:
 
 
 def reference_path(key: dict) -> Path:
-    return cache_dir() / "fid_stats" / f"{reference_key_hash(key)}.npz"
+    return cache_dir("fid_stats") / f"{reference_key_hash(key)}.npz"
 
 
 def _load_reference(key: dict, names: tuple[str, ...]) -> dict | None:

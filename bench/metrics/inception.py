@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_fid import inception as pt_inception
 
+from bench.cache import cache_dir
 from bench.errors import BenchError
 
 PREPROCESSING = "pytorch-fid(uint8/255,bilinear299,2x-1,fp32)"
@@ -68,11 +69,6 @@ _MIXED = [("Mixed_5b", _A), ("Mixed_5c", _A), ("Mixed_5d", _A), ("Mixed_6a", _B)
           ("Mixed_6c", _C), ("Mixed_6d", _C), ("Mixed_6e", _C), ("Mixed_7a", _D), ("Mixed_7b", _E),
           ("Mixed_7c", _E)]
 _TENSORS = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
-
-
-def cache_dir() -> Path:
-    """`$BENCH_CACHE`, else ~/.cache/bench (created on demand by writers)."""
-    return Path(os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "bench")
 
 
 def sha256_file(path) -> str:
@@ -160,7 +156,7 @@ def check_against_torchscript(module, ts_model, n: int = 2, seed: int = 0) -> fl
 
 def _converted_state_dict(path: Path, sha: str) -> dict:
     """Convert default_1.pt once (verified against itself), then reuse the cached state dict."""
-    cached = cache_dir() / "inception" / f"pt_inception_from_{sha}.pth"
+    cached = cache_dir("inception") / f"pt_inception_from_{sha}.pth"
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
     with warnings.catch_warnings():
