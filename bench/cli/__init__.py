@@ -70,12 +70,13 @@ def cmd_run(args) -> int:
                              sort_keys=False).rstrip())
         print_plan(suite, Path(args.results) / suite.name)
         return 0
-    preflight(suite)  # every file and device the suite names, before anything is written
+    datasets = preflight(suite)  # every file and device the suite names, before anything is written
     with suite_lock(Path(args.results) / suite.name) as lock:
         for path in remove_temp_files(lock.parent):
             print(f"removed {path} (a write killed part-way)")
         out = run_suite(suite, args.results, progress=not args.no_progress,
-                        retry_failed=args.retry_failed, tensorboard=not args.no_tensorboard)
+                        retry_failed=args.retry_failed, tensorboard=not args.no_tensorboard,
+                        datasets=datasets)
     write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
     print(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
     return 0

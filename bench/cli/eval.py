@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench.data import load_dataset
+from bench.data import DatasetMemo
 from bench.device import resolve_device
 from bench.errors import BenchError
 from bench.metrics.inception import load_inception
@@ -57,19 +57,17 @@ def run(args) -> int:
         _, spec = load_run(run_dir)
         pairs = check_settings(settings, spec)
         plans.append((Path(run_dir), spec, pairs, _device(settings.device, spec)))
-    inceptions, datasets = {}, {}
+    inceptions, datasets = {}, DatasetMemo()
     for _, spec, _, device in plans:   # no weights: refused before any sampling
         key = (spec.eval.inception_weights, str(device))
         if key not in inceptions:
             inceptions[key] = load_inception(*key)
     for run_dir, spec, pairs, device in plans:
         started = time.perf_counter()
-        if repr(spec.data) not in datasets:
-            datasets[repr(spec.data)] = load_dataset(spec.data)
         what = [f"FID vs N up to {max(settings.fid_n)}"] if "n" in settings.curves else []
         what += [f"{len(pairs)} (sampler, steps) points"] if "steps" in settings.curves else []
         print(f"{run_dir}: {' and '.join(what)} on {device} ...", flush=True)
-        curves = RunCurves(run_dir, spec, settings, datasets[repr(spec.data)],
+        curves = RunCurves(run_dir, spec, settings, datasets(spec.data),
                            inceptions[(spec.eval.inception_weights, str(device))], device)
         written = write_curves(run_dir, curves.evaluate(pairs))
         print(format_curves(run_dir, written, settings.curves))

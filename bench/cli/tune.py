@@ -101,7 +101,7 @@ def dry_run(suite, search, args) -> str:
     storage = args.storage or os.environ.get(STORAGE_ENV)
     url = storage or default_storage(folder)
     base = trial_spec(suite, search, {})
-    unit, amount = next((k, v) for k, v in vars(base.budget).items() if v is not None)
+    unit, amount = base.budget.unit, base.budget.amount
     every = f"every {suite.eval.every_kimg:g} kimg" if suite.eval.every_kimg else "at the end only"
     entries = ", ".join(search.entries) + (f"; archs {', '.join(search.archs)}" if search.archs else "")
     shown = safe_url(storage) if storage else f"sqlite:///{folder / 'study.db'}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.data import CIFAR_ROOT, Dataset, load_dataset
+from bench.data import CIFAR_ROOT, Dataset, DatasetMemo, load_dataset
 from bench.device import resolve_device
 from bench.errors import BenchError, located
 from bench.metrics.inception import FEATURE_DIM, find_weights
@@ -20,16 +20,15 @@ from bench.metrics.quality import FEATURE_METRICS
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
 
-def preflight(suite) -> dict[str, Dataset]:
-    """Check every run's inputs; returns the loaded datasets keyed by `repr(spec.data)`."""
-    where, datasets = suite.path, {}
+def preflight(suite) -> DatasetMemo:
+    """Check every run's inputs; returns the datasets it loaded, for the run to reuse."""
+    where = suite.path
+    datasets = DatasetMemo(lambda cfg: _load(cfg, where))
     for spec in suite.runs:
-        key = repr(spec.data)
-        if key not in datasets:
-            datasets[key] = _load(spec.data, where)
+        dataset = datasets(spec.data)
         try:
             resolve_device(spec.train.device)
-            _check_splits(spec, datasets[key])
+            _check_splits(spec, dataset)
         except BenchError as err:
             raise located(where, err) from None
         if FEATURE_METRICS & set(spec.eval.metrics) or spec.eval.fid_proxy_n:

@@ -54,6 +54,15 @@ class BudgetConfig:
     steps: int | None = None          # optimizer steps
     seconds: float | None = None      # synchronized training-step time (AlgoPerf); eval excluded
 
+    @property
+    def unit(self) -> str:
+        """The one budget key that is set: "kimg", "steps" or "seconds" (the suite checks enforce one)."""
+        return next(k for k in ("kimg", "steps", "seconds") if getattr(self, k) is not None)
+
+    @property
+    def amount(self) -> float:
+        return getattr(self, self.unit)
+
 
 @dataclass(frozen=True)
 class EarlyStopConfig:

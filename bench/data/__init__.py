@@ -25,7 +25,6 @@ from bench.data.files import (  # noqa: F401
     TRAIN_DIRS,
     Dataset,
     _caps,
-    cache_dir,
     decode_image,
     load_cifar10,
     load_fashion_mnist,
@@ -145,3 +144,21 @@ DATASETS: dict[str, Callable] = {
     "folder": load_folder,
     "synthetic": load_synthetic,
 }
+
+
+class DatasetMemo:
+    """Each distinct data section loaded once per process: `memo(cfg)` -> Dataset. Keyed by the
+    section's repr (DataConfig is a frozen dataclass; its repr names every field). `load` is
+    `load_dataset` or a wrapper that adds context to its errors (the preflight's)."""
+
+    def __init__(self, load: Callable | None = None):
+        self._load, self._loaded = load or load_dataset, {}
+
+    def __call__(self, cfg) -> Dataset:
+        key = repr(cfg)
+        if key not in self._loaded:
+            self._loaded[key] = self._load(cfg)
+        return self._loaded[key]
+
+    def __len__(self) -> int:
+        return len(self._loaded)

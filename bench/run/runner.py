@@ -19,7 +19,8 @@ from pathlib import Path
 import optuna
 import torch
 
-from bench.data import load_dataset
+from bench.config.schema import BudgetConfig
+from bench.data import DatasetMemo
 from bench.device import resolve_device
 from bench.errors import BenchError, warn
 from bench.metrics.cost import model_cost
@@ -48,15 +49,16 @@ Hook = Callable[[str, RunContext], dict | None]  # hook(phase "train" | "final",
 
 def run_suite(suite, results_root: str | Path = "results", *, progress: bool = True,
               log: Callable[[str], None] = print, retry_failed: bool = False,
-              tensorboard: bool = True) -> Path:
+              tensorboard: bool = True, datasets: DatasetMemo | None = None) -> Path:
     """Run every planned run not yet complete; returns the suite's results folder. A run that
     failed (non-finite loss) is skipped unless `retry_failed`; an unreadable result is redone.
-    `tensorboard`: also write each run's curves as TensorBoard events (when it is installed)."""
+    `tensorboard`: also write each run's curves as TensorBoard events (when it is installed);
+    `datasets`: the preflight's loaded datasets, reused."""
     out = Path(results_root) / suite.name
     if tensorboard and not available():
         log(NOT_INSTALLED)
     write_json(out / "suite.json", suite_record(suite))
-    datasets: dict = {}
+    datasets = datasets or DatasetMemo()
     bar = SuiteProgress(len(suite.runs), sum(_to_do(out / s.run_id, retry_failed) for s in suite.runs))
     for i, spec in enumerate(suite.runs, 1):
         run_dir, where = out / spec.run_id, f"[{i}/{len(suite.runs)}] {spec.run_id}"
@@ -72,45 +74,40 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
         log(f"{where}: {spec.entry.arch}, seed {spec.seed}{retry}")
         if progress:  # the suite's line above the run's tqdm bar (stderr, as the bar)
             to_stderr(bar.begin(i, spec.entry.name, spec.seed))
-        record = run_one(spec, run_dir, _dataset(datasets, spec), progress=progress,
+        record = run_one(spec, run_dir, datasets(spec.data), progress=progress,
                          tensorboard=tensorboard)
         bar.end()
         if record.get("status") == "failed":
             log(f"{where}: failed: {record['error']}; the suite goes on (--retry-failed runs it again)")
-    evaluate_variants(suite, out, lambda spec: _dataset(datasets, spec), log)
+    evaluate_variants(suite, out, lambda spec: datasets(spec.data), log)
     return out
 
 
-def _status(run_dir: Path) -> str | None:
-    """The run's recorded status; an unreadable result.json is reported and the run redone."""
-    try:
-        result = read_result(run_dir)
-    except BenchError as err:
-        warn(f"{err}; the run is redone")
-        (run_dir / RESULT).unlink(missing_ok=True)
-        return None
+def _recorded_status(run_dir: Path) -> str | None:
+    """"complete" | "failed" | another recorded status | None (no result); BenchError if unreadable."""
+    result = read_result(run_dir)
     if result is None:
         return None
     return "failed" if result.get("failure") else result.get("status")
 
 
+def _status(run_dir: Path) -> str | None:
+    """The run's recorded status; an unreadable result.json is reported and the run redone."""
+    try:
+        return _recorded_status(run_dir)
+    except BenchError as err:
+        warn(f"{err}; the run is redone")
+        (run_dir / RESULT).unlink(missing_ok=True)
+        return None
+
+
 def _to_do(run_dir: Path, retry_failed: bool) -> bool:
     """Whether this invocation will train the run (for the ETA; reads, never changes, the folder)."""
     try:
-        result = read_result(run_dir) or {}
+        status = _recorded_status(run_dir)
     except BenchError:
         return True
-    if result.get("failure"):
-        return retry_failed
-    return result.get("status") != "complete"
-
-
-def _dataset(datasets: dict, spec):
-    """The run's dataset, loaded once per data section."""
-    key = repr(spec.data)
-    if key not in datasets:
-        datasets[key] = load_dataset(spec.data)
-    return datasets[key]
+    return status != "complete" and (status != "failed" or retry_failed)
 
 
 def suite_record(suite) -> dict:
@@ -191,7 +188,7 @@ def _evaluate(ctx: RunContext, state: dict, hooks, clock: EvalClock) -> None:
     if improved:
         keep_best(ctx)
     snapshot(view, state)  # the fixed-noise grid of this evaluation (and its checkpoint if kept)
-    _fill(record, state, clock.so_far(started), clock.wall_start)
+    _fill(record, spec.budget, state, clock.so_far(started), clock.wall_start)
     write_json(ctx.run_dir / RESULT, record)
     clock.seconds = clock.so_far(started)
     _reset_peak(ctx.device)
@@ -214,18 +211,17 @@ def _finish(ctx: RunContext, state: dict, hooks, clock: EvalClock) -> None:
         record["role"] = "training"
     else:
         final_evaluation(ctx.evaluating(net, state), hooks)
-    _fill(record, state, clock.so_far(started), clock.wall_start)
+    _fill(record, spec.budget, state, clock.so_far(started), clock.wall_start)
     record["status"] = "complete"
     write_json(ctx.run_dir / RESULT, record)
 
 
-def _fill(record: dict, state: dict, eval_seconds: float, wall_start: float) -> None:
+def _fill(record: dict, budget: BudgetConfig, state: dict, eval_seconds: float, wall_start: float) -> None:
     """Copy counters, history and derived training metrics from the train state into the record."""
     losses = state["losses"]
     window = losses[-max(1, min(50, len(losses) // 10 or 1)):]
-    unit, requested = next((k, v) for k, v in record["config"]["budget"].items() if v is not None)
     record["history"] = state["history"]
-    record["budget"] = {"unit": unit, "requested": requested, "images": state["images"],
+    record["budget"] = {"unit": budget.unit, "requested": budget.amount, "images": state["images"],
                         "kimg": state["images"] / 1000, "steps": state["step"],
                         "train_seconds": state["train_seconds"]}
     record["timing"] = {"train_seconds": state["train_seconds"], "eval_seconds": eval_seconds,

@@ -14,6 +14,7 @@ from bench.run.context import RunContext
 from bench.run.curves import load_network
 from bench.run.results import BEST, CHECKPOINT, load_checkpoint, write_with
 from bench.train import early_stop
+from bench.train.optim import Budget
 
 
 def observe(spec, state: dict, point: dict) -> bool:
@@ -39,8 +40,8 @@ def best_point(spec, state: dict, ctx: RunContext):
     es = state.get("early_stop")
     if spec.train.early_stop is None or not es or es.get("best_step") is None:
         return None
-    b = spec.budget
-    budget = b.kimg if b.kimg is not None else b.steps * spec.train.batch_size / 1000 if b.steps else None
+    images = Budget(spec.budget, spec.train.batch_size).total_images()   # None: a seconds budget
+    budget = images / 1000 if images is not None else None
     ctx.record["early_stop"] = {"metric": spec.train.early_stop.metric,
                                 **early_stop.summary(es, budget, state["images"] / 1000)}
     ctx.record["metrics"].update(budget_kimg=budget, stopped_at_kimg=state["images"] / 1000,

@@ -20,7 +20,6 @@ from torch.optim.swa_utils import AveragedModel
 
 from bench.device import optimizer_impl
 
-
 _IMPL_KWARGS = {"fused": {"fused": True}, "foreach": {"foreach": True},
                 "for_loop": {"foreach": False, "fused": False}}
 
@@ -146,7 +145,7 @@ class Budget:
     """Budget in kimg | steps | seconds; `next_batch` trims the last batch to land exactly."""
 
     def __init__(self, cfg, batch_size: int):
-        (self.unit, self.amount), = ((k, v) for k, v in vars(cfg).items() if v is not None)
+        self.unit, self.amount = cfg.unit, cfg.amount
         self.batch_size = batch_size
 
     def progress(self, images: int, steps: int, seconds: float) -> float:

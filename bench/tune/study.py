@@ -19,7 +19,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from bench.data import load_dataset
+from bench.data import DatasetMemo
 from bench.errors import BenchError
 from bench.tune.search import Search, make_pruner, parse_search, quiet_experimental
 
@@ -34,17 +34,14 @@ class Session:
     folder: Path                      # results/<suite>: trial run folders, study summary, plots
     progress: bool = True             # training progress bars (in-process trials only)
     log: Callable[[str], None] = print
-    datasets: dict = field(default_factory=dict)  # repr(DataConfig) -> Dataset, loaded once
+    datasets: DatasetMemo = field(default_factory=DatasetMemo)  # each data section loaded once
 
     @property
     def url(self) -> str:
         return safe_url(self.storage.url)
 
     def dataset(self, data_cfg):
-        key = repr(data_cfg)
-        if key not in self.datasets:
-            self.datasets[key] = load_dataset(data_cfg)
-        return self.datasets[key]
+        return self.datasets(data_cfg)
 
 
 STORAGE_ENV = "BENCH_TUNE_STORAGE"  # the storage URL when --storage is not given
