@@ -93,6 +93,12 @@ class Diffusion:
         self._setup(betas, schedule, target, min_snr_gamma)
 
     @classmethod
+    def from_config(cls, cfg) -> "Diffusion":
+        """From a suite's `diffusion:` section (bench.config.schema.DiffusionConfig): every key."""
+        return cls(cfg.schedule, cfg.timesteps, cfg.target, cfg.min_snr_gamma, cfg.beta_start,
+                   cfg.beta_end)
+
+    @classmethod
     def from_betas(cls, betas: torch.Tensor, target: str = "eps", name: str = "custom") -> "Diffusion":
         """A diffusion over an explicit β table (respaced / shortened sampling chains)."""
         self = cls.__new__(cls)

@@ -153,7 +153,7 @@ def run_bare(loop: str, spec, dataset, device: torch.device, warmup: int, steps:
     opt = make_optimizer(model, cfg)  # same AdamW implementation as the harness (fused on CUDA)
     net = compiled(model, cfg.compile)
     images = dataset.train.to(device)
-    ab = Diffusion(spec.diffusion.schedule, spec.diffusion.timesteps).alphas_cumprod.float().to(device)
+    ab = Diffusion.from_config(spec.diffusion).alphas_cumprod.float().to(device)
     gen = torch.Generator(device).manual_seed(spec.seed)
     amp, b = amp_in_effect(device, cfg), cfg.batch_size
 

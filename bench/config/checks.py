@@ -75,7 +75,7 @@ def _check_diffusion(d, where: str) -> None:
         raise BenchError(f"{where}: diffusion.beta_start/beta_end: set, but schedule {d.schedule!r} "
                          f"has no β endpoints; they apply to {', '.join(ENDPOINT_SCHEDULES)}")
     try:
-        Diffusion(d.schedule, d.timesteps, d.target, d.min_snr_gamma, d.beta_start, d.beta_end)
+        Diffusion.from_config(d)
     except ValueError as err:
         key = f"beta_start/beta_end: {d.beta_start}/{d.beta_end} with timesteps" if endpoints else "timesteps"
         raise BenchError(f"{where}: diffusion.{key}: {d.timesteps} does not work with schedule "

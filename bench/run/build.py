@@ -43,9 +43,7 @@ def build_run(spec: RunSpec, dataset: Dataset, device: torch.device, run_dir: st
     noise_gen = torch.Generator(device).manual_seed(spec.seed + 1_000_003)
     batches = DeviceBatches(dataset.train.to(device), spec.train.batch_size, data_gen,
                             flip=spec.data.flip)
-    diffusion = Diffusion(spec.diffusion.schedule, spec.diffusion.timesteps,
-                          spec.diffusion.target, spec.diffusion.min_snr_gamma,
-                          spec.diffusion.beta_start, spec.diffusion.beta_end)
+    diffusion = Diffusion.from_config(spec.diffusion)
     triples = validation_triples(val.images, spec.eval.val_images, spec.eval.val_t_per_image,
                                  diffusion.T, device)
     return RunContext(spec=spec, run_dir=Path(run_dir) if run_dir is not None else None,

@@ -150,7 +150,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def evaluated_checkpoint(run_dir: str | Path, result: dict | None) -> Path:
     """The checkpoint a finished run is evaluated from: `best.pt` of an early-stopped run."""
     best = Path(run_dir) / BEST
-    early = bool(result) and bool((result.get("early_stop") or {}).get("best_kimg") is not None)
+    early = ((result or {}).get("early_stop") or {}).get("best_kimg") is not None
     return best if early and best.is_file() else Path(run_dir) / CHECKPOINT
 
 
