@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 from bad_input_cases import (
     MODELS,
-    SET_FLAGS,
     STRUCTURE,
-    YAML_FILES,
     Case,
     generated,
     patched,
@@ -23,6 +21,7 @@ from bad_input_cases import (
     suite_file,
 )
 from bad_input_protocol_cases import PROTOCOL
+from bad_input_text_cases import SET_FLAGS, YAML_FILES
 from PIL import Image
 
 from bench.cli import main
