@@ -4,7 +4,8 @@ Covers the issue's "done when": a 4-trial study writes runs, leaderboard and sum
 learning rate is pruned with its partial result kept; Ctrl-C then re-running continues the study
 (the interrupted run resumes from its checkpoint); a dead worker's trial is retried; two worker
 processes share one study on SQLite and on a real PostgreSQL server without duplicates; a
-multi-objective study returns its Pareto front; bad search spaces fail in one line naming the key.
+multi-objective study returns its Pareto front. The search section itself (bad spaces, options,
+types, the reference dry run): test_tune_search.py.
 """
 from __future__ import annotations
 
@@ -16,34 +17,18 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-import yaml
-from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from pg_server import postgres_url  # noqa: F401 (fixture)
+from tune_parts import LR, tune_cli, write_suite
 
 import bench.run.runner
 import bench.tune
-from bench.cli import main
 from bench.config.suite import load_suite
 from bench.tune import next_trial, open_session, trials_counted, tune
-from bench.tune.search import parse_search
 
 # bench.tune silences these for users at import; pytest resets warning filters for every test.
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
                                         "ignore:Heartbeat of storage is supposed to be used")
-
-SUITE = {
-    "data": {"dataset": "synthetic", "image_size": 8, "num_images": 64},
-    "diffusion": {"timesteps": 50},
-    "budget": {"kimg": 0.064},                    # 4 steps of 16 images
-    "train": {"batch_size": 16, "lr": 1e-3, "ema_decay": 0.9, "device": "cpu"},
-    "eval": {"every_kimg": 0.032, "steps": 3, "grid": 4, "sample_batch": 16, "val_images": 16,
-             "val_t_per_image": 1},
-    "models": [{"arch": "unet_tiny", "name": "tiny",
-                "kwargs": {"base_channels": 8, "attention_resolutions": []}}],
-}
-LR = {"low": 1e-4, "high": 1e-2, "log": True}
-
 
 @pytest.fixture(autouse=True)
 def single_threaded_workers(monkeypatch):
@@ -53,16 +38,6 @@ def single_threaded_workers(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker subprocesses
     yield
     torch.set_num_threads(threads)
-
-
-def write_suite(tmp_path: Path, search: dict, **sections) -> Path:
-    path = tmp_path / "tt.yaml"
-    path.write_text(yaml.safe_dump({"name": "tt", **SUITE, **sections, "search": search}))
-    return path
-
-
-def tune_cli(path: Path, tmp_path: Path, *extra: str) -> int:
-    return main(["tune", str(path), "--results", str(tmp_path / "results"), "--no-progress", *extra])
 
 
 def load_study(tmp_path: Path, storage: str | None = None) -> optuna.Study:
@@ -243,71 +218,3 @@ def test_multi_objective_study_returns_the_pareto_front(tmp_path, capsys):
     assert len(twins.trials) == 4 and all(32 in t.intermediate_values for t in twins.trials)
     out = capsys.readouterr().out
     assert "Pareto front" in out and "proxy" in out
-
-
-def test_multi_objective_without_proxy_says_pruning_is_off(tmp_path):
-    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2, "objectives": [
-        "val_loss", {"metric": "train_img_per_s", "direction": "maximize"}]})
-    search = parse_search(load_suite(path))
-    assert search.prune_on is None and search.sampler == "nsga2"
-    assert "pruning off" in search.pruning_note() and "multi-objective" in search.pruning_note()
-
-
-BAD = [
-    ({"train.lrr": LR}, "search.space.train.lrr: unknown key 'lrr' (did you mean lr?); choose from"),
-    ({"trian.lr": LR}, "search.space.trian.lr: unknown section 'trian' (did you mean train?)"),
-    ({"train.lr": {"low": 1e-2, "high": 1e-4}}, "search.space.train.lr: low (0.01) must be below high"),
-    ({"train.lr": {"lo": 1e-4, "high": 1e-2}}, "search.space.train.lr: unknown option 'lo'"),
-    ({"train.ema_decay": {"low": 0.9, "high": 1.5}},
-     "search.space.train.ema_decay: 1.5 is refused: train.ema_decay: 1.5 is out of range; the documented range is [0, 1)"),
-    ({"models.kwargs.dropot": {"choices": [0.0, 0.1]}}, "search.space.models.kwargs.dropot: 0.0 is refused"),
-    ({"train.batch_size": {"low": 8, "high": 32, "step": 2.5}},
-     "search.space.train.batch_size: low, high and step must be integers"),
-    ({"train.betas": {"choices": [0.9]}}, "search.space.train.betas: only scalar keys can be searched"),
-]
-
-
-@pytest.mark.parametrize("space, message", BAD, ids=[next(iter(s)) + str(i) for i, (s, _) in enumerate(BAD)])
-def test_bad_search_space_is_one_line_naming_the_key(tmp_path, capsys, space, message):
-    path = write_suite(tmp_path, {"space": space, "n_trials": 2})
-    assert tune_cli(path, tmp_path) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not (tmp_path / "results").exists()  # refused before any work
-
-
-def test_bad_search_options_name_their_key(tmp_path, capsys):
-    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2, "sampler": "tpee"})
-    assert tune_cli(path, tmp_path) == 2
-    assert "search.sampler: unknown value 'tpee' (did you mean tpe?)" in capsys.readouterr().err
-    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "pruner_opts": {"n_startup_trials": 1}})
-    assert tune_cli(path, tmp_path) == 2
-    assert "search: give n_trials and/or timeout" in capsys.readouterr().err
-    path = write_suite(tmp_path, {"space": {"train.lr": LR}, "n_trials": 2,
-                                  "pruner_opts": {"n_startup": 1}})
-    assert tune_cli(path, tmp_path) == 2
-    assert "search.pruner_opts: median: " in capsys.readouterr().err
-
-
-def test_space_types_follow_the_suite_fields(tmp_path):
-    path = write_suite(tmp_path, {"n_trials": 1, "space": {
-        "train.lr": {"low": "1e-5", "high": "1e-3", "log": True},   # YAML 1.1 reads 1e-5 as text
-        "train.batch_size": {"low": 8, "high": 32, "step": 8},
-        "train.ema_decay": {"low": 0, "high": 0.99},                 # a float field, int bounds
-        "models.kwargs.num_res_blocks": {"low": 1, "high": 2}}})
-    space = parse_search(load_suite(path)).space
-    assert space["train.lr"] == FloatDistribution(1e-5, 1e-3, log=True)
-    assert space["train.batch_size"] == IntDistribution(8, 32, step=8)
-    assert space["train.ema_decay"] == FloatDistribution(0.0, 0.99)
-    assert space["models.kwargs.num_res_blocks"] == IntDistribution(1, 2)
-
-
-def test_reference_study_dry_run(tmp_path, capsys):
-    suite = Path(__file__).resolve().parents[1] / "suites/cifar_lr.yaml"
-    assert main(["tune", str(suite), "--dry-run", "--results", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    for text in ("objective  minimize fid", "median pruner on fid_proxy",
-                 "train.lr               float   [2e-05, 0.001] log", "models.kwargs.dropout",
-                 "train.ema_decay", "35.746 M params", "(new)"):
-        assert text in out
-    assert not list(tmp_path.iterdir())  # a dry run opens no storage
