@@ -90,6 +90,19 @@ def _target_value(target, kind: str, where: str | None, dims: dict) -> tuple[flo
     return float(target), None
 
 
+def _width_key(arch: str, kind: str, where: str | None) -> str:
+    """The architecture's width keyword; BenchError for an unknown kind, architecture or no width."""
+    if kind not in KINDS:
+        raise choices_error(where or "match", "capacity kind", kind, KINDS)
+    try:
+        key = width_kwarg(arch)
+    except UnknownArchitectureError as err:
+        raise _fail(where, str(err)) from None
+    if key is None:
+        raise _fail(where, f"architecture {arch!r} declares no width keyword, so it cannot be capacity-matched")
+    return key
+
+
 def match_capacity(
     arch: str,
     kwargs: dict,
@@ -108,14 +121,7 @@ def match_capacity(
     or a number. Raises BenchError when the architecture has no width keyword or when no width
     lands within ±`tol`; `where`, if given, prefixes messages (e.g. the suite entry's key path).
     """
-    if kind not in KINDS:
-        raise choices_error(where or "match", "capacity kind", kind, KINDS)
-    try:
-        key = width_kwarg(arch)
-    except UnknownArchitectureError as err:
-        raise _fail(where, str(err)) from None
-    if key is None:
-        raise _fail(where, f"architecture {arch!r} declares no width keyword, so it cannot be capacity-matched")
+    key = _width_key(arch, kind, where)
     dims = dict(in_channels=in_channels, out_channels=out_channels, image_size=image_size)
     goal, target_arch = _target_value(target, kind, where, dims)
     base = {k: v for k, v in kwargs.items() if k != key}
