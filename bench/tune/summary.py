@@ -61,7 +61,8 @@ def _importances(study, search, complete) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 found[metric] = optuna.importance.get_param_importances(
-                    study, target=lambda t, i=i, sign=sign: sign * t.values[i])
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                    target=lambda t, i=i, sign=sign: sign * t.values[i])
         except (RuntimeError, ValueError):  # e.g. every trial drew the same values
             pass
     return found
