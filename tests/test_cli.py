@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from architectures import create, list_architectures
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--set", "budget.kimg=0.064", "--set", "eval.every_kimg=0.032", "--set", "eval.steps=4",
@@ -67,9 +72,18 @@ def test_leaderboard_ranks_entries_and_names_their_runs(smoke):
     assert "| rank | entry |" in (smoke / "leaderboard.md").read_text()
 
 
-def test_same_seed_gives_the_same_samples_grid(smoke):
+def test_same_seed_gives_the_same_samples_grid(smoke, tmp_path):
+    """`tiny` seed 0 trained again, alone, in another results folder: the same run id, losses and
+    grid, pixel for pixel (and a different network's grid differs)."""
     runs = {p.name.split("-s0-")[0]: p for p in smoke.iterdir() if (p / "result.json").exists()}
+    bench("run", "suites/smoke.yaml", "--results", str(tmp_path), *FAST,
+          "--set", "models=[{arch: unet_tiny, name: tiny}]")
+    again = next((tmp_path / "smoke").glob("tiny-s0-*"))
+    assert again.name == runs["tiny"].name
+    first, second = (json.loads((p / "result.json").read_text()) for p in (runs["tiny"], again))
+    assert first["history"] == second["history"]
     grid = Image.open(runs["tiny"] / "samples.png").tobytes()
+    assert Image.open(again / "samples.png").tobytes() == grid
     assert grid != Image.open(runs["tiny_noattn"] / "samples.png").tobytes()
 
 
@@ -91,7 +105,18 @@ def test_an_unfinished_run_resumes_from_its_checkpoint(smoke):
 
 
 def test_list_prints_registered_architectures():
+    """Every unet_* architecture, with its parameter count and GFLOPs at 16 px as a real (not meta)
+    network counts them: parameters summed, FLOPs of one fp32 forward under FlopCounterMode (attention
+through the math kernel, whose matmuls it counts; CPU's fused kernel would hide ~5 % of unet_ddpm's)."""
     proc = bench("list", "unet_*", "--image-size", "16")
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].startswith("architecture") and any(l.startswith("unet_tiny ") for l in lines)
-    assert all(l.split()[0].startswith("unet_") for l in lines[1:])
+    assert lines[0].split() == ["architecture", "params", "(M)", "GFLOPs", "at", "16x16"]
+    rows = {name: (float(params), float(gflops)) for name, params, gflops in map(str.split, lines[1:])}
+    assert set(rows) == set(list_architectures("unet_*")) and "unet_tiny" in rows
+    for name, (params, gflops) in rows.items():
+        torch.manual_seed(0)
+        model = create(name, in_channels=3, out_channels=3, image_size=16).eval()
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, 16, 16), torch.zeros(1, dtype=torch.long))
+        assert params == round(sum(p.numel() for p in model.parameters()) / 1e6, 3), name
+        assert gflops == pytest.approx(counter.get_total_flops() / 1e9, abs=6e-4), name
