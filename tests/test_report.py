@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
 from fixtures_results import FID, PROTOCOL, VAL_LOSS, build_suite, write_run
 from PIL import Image
+from scipy import stats as scipy_stats
 
 from bench.cli import main
 from bench.report import collect, leaderboard, stats, write_leaderboard, write_report
-from bench.report.tables import write_markdown
+from bench.report.tables import leaderboard_markdown
 
 PLOTS = {"curves", "loss", "val_loss_quarters", "recon_vs_t", "fid_vs_n", "fid_vs_steps",
          "quality_vs_cost", "sample_grids"}
@@ -189,7 +189,7 @@ def test_rows_with_different_protocols_are_never_ranked_together(tmp_path):
         assert set(part["source_name"]) in ({"a/fixture"}, {"b/fixture"})
     slow = table.set_index("label").loc["b/fixture/slow"]
     assert slow["baseline"] == "b/fixture/base" and slow["verdict"] == "worse"
-    md = write_markdown(collect([a, b]), table)
+    md = leaderboard_markdown(collect([a, b]), table)
     assert "## Why these rows are not ranked together" in md and "| n_generated |" in md
     # a baseline in the other group is never tested against
     other = leaderboard(collect([a, b]).runs, "fid", baseline="a/fixture:base").set_index("label")
@@ -242,11 +242,18 @@ def test_leaderboard_csv_and_markdown(report):
         assert text in md
 
 
-def test_write_leaderboard_keeps_the_runner_contract(tmp_path):
+def test_write_leaderboard_writes_the_tables_bench_tune_leaves(tmp_path):
+    """What `bench tune` writes after a study (bench.cli.tune): leaderboard.csv and leaderboard.md,
+    ranked by the objective, and no HTML report."""
     folder = build_suite(tmp_path, entries=("base", "clear"), seeds=(0, 1))
     table = write_leaderboard(folder, metric="val_loss", direction="minimize")
     assert table["entry"].tolist() == ["clear", "base"]
-    assert (folder / "leaderboard.csv").exists() and not (folder / "report.html").exists()
+    csv = pd.read_csv(folder / "leaderboard.csv")
+    assert csv["entry"].tolist() == ["clear", "base"] and csv["rank"].tolist() == [1, 2]
+    assert csv["val_loss"].tolist() == pytest.approx(table["val_loss"].tolist(), rel=1e-12)
+    md = (folder / "leaderboard.md").read_text()
+    assert "Ranked by `val_loss` (minimize)" in md and md.index("| 1 | clear |") < md.index("| 2 | base |")
+    assert not (folder / "report.html").exists()
 
 
 def test_cli_markdown_only_writes_nothing(suite, capsys):

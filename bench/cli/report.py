@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.errors import BenchError, choices_error
 from bench.metrics import registry
 from bench.report import collect, leaderboard, ranking_defaults, write_report
-from bench.report.tables import to_markdown, write_markdown
+from bench.report.tables import leaderboard_markdown, to_markdown
 
 
 def add_parser(sub) -> None:
@@ -41,7 +41,7 @@ def run(args) -> int:
     if args.markdown_only:
         results = collect(args.folders)
         _check_columns(results.runs, metric, args.cost)
-        print(write_markdown(results, leaderboard(results.runs, metric, direction, **options)), end="")
+        print(leaderboard_markdown(results, leaderboard(results.runs, metric, direction, **options)), end="")
         return 0
     if len(args.folders) > 1 and not args.out:
         raise BenchError("report: several folders: give --out DIR for the combined report")

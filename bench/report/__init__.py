@@ -25,7 +25,7 @@ from bench.metrics import registry
 from bench.report import stats
 from bench.report.html import write_html
 from bench.report.plots import write_plots
-from bench.report.tables import protocol_label, write_markdown
+from bench.report.tables import leaderboard_markdown, protocol_label
 from bench.run.results import iter_results, load_results, write_with
 
 # Aggregated columns: every scalar the metric table knows (recorded by a run or derived here).
@@ -265,7 +265,7 @@ def write_leaderboard(folder: str | Path, metric: str = "val_loss", direction: s
 def write_tables(results: Results, table: pd.DataFrame, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_with(out / "leaderboard.csv", lambda p: table.to_csv(p, index=False))
-    write_with(out / "leaderboard.md", lambda p: p.write_text(write_markdown(results, table)))
+    write_with(out / "leaderboard.md", lambda p: p.write_text(leaderboard_markdown(results, table)))
 
 
 def write_report(folders, out: str | Path | None = None, metric: str | None = None,

@@ -289,7 +289,7 @@ def to_markdown(table: pd.DataFrame, metric: str | None = None) -> str:
                    if s.key.startswith("leaderboard") or not s.frame.empty])
 
 
-def write_markdown(results, table: pd.DataFrame) -> str:
+def leaderboard_markdown(results, table: pd.DataFrame) -> str:
     """leaderboard.md: every table of the report."""
     sources = sorted(set(results.runs["source_name"])) if "source_name" in results.runs else []
     head = f"# Leaderboard: {', '.join(sources) or 'no results'}\n\n"
