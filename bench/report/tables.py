@@ -264,14 +264,18 @@ def sections(results, table: pd.DataFrame) -> list[Section]:
     return [s for s in out if s.key.startswith("leaderboard") or not s.frame.empty]
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """GitHub-flavoured pipe table of a frame's values (no extra dependency)."""
-    cells = [[str(c) for c in frame.columns]]
-    cells += [["" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v)) for v in row]
-              for row in frame.itertuples(index=False)]
-    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
+def pipe_table(head: list[str], rows: list[list[str]]) -> str:
+    """The one GitHub-flavoured pipe-table writer (report tables, study summary); `|` escaped."""
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in [head, *rows]]
+    lines.insert(1, "|" + "|".join("---" for _ in head) + "|")
     return "\n".join(lines)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A frame's values as a pipe table (floats with `g`, missing values empty)."""
+    rows = [["" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v)) for v in row]
+            for row in frame.itertuples(index=False)]
+    return pipe_table([str(c) for c in frame.columns], rows)
 
 
 def render(parts: list[Section], level: str = "##") -> str:

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 from optuna.visualization import matplotlib as vm
 
+from bench.report.tables import pipe_table
 from bench.run.results import write_json, write_with
 
 SUMMARY_JSON, SUMMARY_MD = "study_summary.json", "study_summary.md"
@@ -122,8 +123,7 @@ def to_markdown(summary: dict) -> str:
            _table(summary["best"], metrics), ""]
     for metric, imp in summary["importances"].items():
         out += [f"## Parameter importances for `{metric}` (PED-ANOVA)", "",
-                "| parameter | importance |", "|---|---|",
-                *[f"| {k} | {v:.3f} |" for k, v in imp.items()], ""]
+                pipe_table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in imp.items()]), ""]
     out += [f"![{name}]({file})" for name, file in summary["plots"].items() if file.endswith(".png")]
     out += ["", "## All trials", "", _table(summary["trials"], metrics, state=True), ""]
     return "\n".join(out)
@@ -138,9 +138,7 @@ def _table(trials: list[dict], metrics: list[str], state: bool = False) -> str:
                                  if state else []),
              *[_fmt((t["values"] or {}).get(m)) for m in metrics],
              *[_fmt(t["params"].get(k)) for k in params], t["run_id"] or ""] for t in trials]
-    lines = ["| " + " | ".join(r) + " |" for r in [head, *rows]]
-    lines.insert(1, "|" + "|".join("---" for _ in head) + "|")
-    return "\n".join(lines)
+    return pipe_table(head, rows)
 
 
 def _fmt(value) -> str:
