@@ -12,7 +12,9 @@ Every sampler has the one signature
            progress=False, **opts) -> x_0 float32 in [-1, 1]
 
 `noise` is x_T (else drawn with `generator` on `device`); every per-step noise is drawn with the same
-generator, so a fixed seed gives identical samples. The model is called under `torch.no_grad()`
+generator, so a fixed seed gives identical samples. `generator` is a `torch.Generator` or a
+`bench.noise.ImageNoise` (one generator per image, EDM's per-image seeds: each sample is then a
+function of its own seed alone, whatever the batch it is drawn in). The model is called under `torch.no_grad()`
 with integer timesteps of the training grid, in whatever train/eval mode the caller left it.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from bench.diffusion import SCHEDULES, Diffusion
 from bench.errors import BenchError, choices_error
+from bench.noise import randn
 
 VARIANCES = ("fixed_large", "fixed_small", "beta_linear")
 SPACINGS = ("uniform", "quadratic")
@@ -55,7 +58,7 @@ def timestep_subset(T: int, steps: int, spacing: str = "uniform") -> torch.Tenso
 def _start(shape, noise, generator, device) -> torch.Tensor:
     if noise is not None:
         return noise.to(device, torch.float32)
-    return torch.randn(shape, generator=generator, device=device)
+    return randn(shape, generator, device)
 
 
 def _ancestral(model, chain: Diffusion, model_t: torch.Tensor, x: torch.Tensor, *,
@@ -78,7 +81,7 @@ def _ancestral(model, chain: Diffusion, model_t: torch.Tensor, x: torch.Tensor, 
             x0 = x0.clamp(-1, 1)
         mean, _ = chain.q_posterior(x0, x, t)
         if i > 0:
-            z = torch.randn(x.shape, generator=generator, device=x.device)
+            z = randn(x.shape, generator, x.device)
             x = mean + sigma[i] * z
         else:
             x = mean
@@ -205,7 +208,7 @@ def ddim(model, diffusion: Diffusion, shape, *, steps=None, generator=None, devi
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0 and i + 1 < len(ts):
-            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
+            x = x + sigma * randn(x.shape, generator, x.device)
     return x.clamp(-1, 1)
 
 

@@ -126,7 +126,8 @@ class DiffusersDenoiser(nn.Module):
 
 def diffusers_unet(image_size: int, channels: int) -> nn.Module:
     """Ho et al.'s CIFAR-10 U-Net in diffusers (the config of google/ddpm-cifar10-32)."""
-    from diffusers import UNet2DModel  # deferred: diffusers is a dev-only (benchmark) dependency
+    # deferred: diffusers is a dev-only (benchmark) dependency
+    from diffusers import UNet2DModel
     return DiffusersDenoiser(UNet2DModel(
         sample_size=image_size, in_channels=channels, out_channels=channels, layers_per_block=2,
         block_out_channels=(128, 256, 256, 256), dropout=0.1, attention_head_dim=None,

@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from pg_server import postgres_url  # noqa: F401 (fixture)
 
 from bench.errors import BenchError
 from bench.tune.study import open_storage, with_driver
-from pg_server import postgres_url  # noqa: F401 (fixture)
 
 SEARCH = SimpleNamespace(retries=0, heartbeat=60)
 

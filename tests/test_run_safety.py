@@ -59,7 +59,7 @@ def test_a_diverging_run_stops_fails_with_its_step_and_the_suite_completes(tmp_p
     step = bad["failure"]["step"]
     assert 1 <= step < 40 and not np.isfinite(float(bad["failure"]["loss"]))
     assert all(p["step"] < step for p in bad["history"])       # stopped at once: nothing after it
-    assert f"non-finite training loss" in out and "--retry-failed" in out
+    assert "non-finite training loss" in out and "--retry-failed" in out
     assert json.loads((runs["good"] / "result.json").read_text())["status"] == "complete"
     table = pd.read_csv(results / "safe" / "leaderboard.csv")
     flagged = table.set_index("entry")

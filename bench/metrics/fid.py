@@ -212,6 +212,7 @@ class Protocol:
     ema: bool                # EMA weights (True) or raw weights
     sampling_seed: int       # seed of the sampling noise
     inception_dtype: str = "fp32"  # Inception precision (fp32: strict, no TF32; bf16: autocast)
+    noise: str = "per_image"  # per_image: image i's noise from (seed, i) (bench.noise); per_batch: before
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -230,7 +231,8 @@ def protocol_key(protocol) -> str:
     return (f"inception={p['weights_sha256']} {p['preprocessing']} n={p['n_generated']} "
             f"ref={p['reference_split']}:{p['reference_n']} "
             f"{'ema' if p['ema'] else 'raw'} seed={p['sampling_seed']}"
-            + (f" inception_dtype={p['inception_dtype']}" if p.get("inception_dtype", "fp32") != "fp32" else ""))
+            + (f" inception_dtype={p['inception_dtype']}" if p.get("inception_dtype", "fp32") != "fp32" else "")
+            + f" noise={p.get('noise', 'per_batch')}")  # results older than per-image noise: per_batch
 
 
 def library_versions() -> dict:

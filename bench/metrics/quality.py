@@ -10,7 +10,10 @@ x̂0 and of DDIM encode->decode round trips against the scored held-out images, 
 over the seeded sample stream.
 
 Samples go straight from the sampler into the feature extractor (quantized to uint8 exactly as a
-saved PNG, no files written). Reference statistics are cached by (dataset, split, N, resolution,
+saved PNG, no files written). Image i of the FID stream is a function of (eval.fid_seed, i) alone
+(`bench.noise`); under torchrun each rank draws and scores its share of the batches
+(`bench.dist.shard`), the features are gathered on rank 0 in index order, rank 0 computes the
+metrics and every rank returns them (so every rank's early stopping and pruning decide alike). Reference statistics are cached by (dataset, split, N, resolution,
 weights sha256, preprocessing). Every result records its `protocol` and `protocol_key`; the
 leaderboard never ranks rows whose keys differ.
 """
@@ -22,6 +25,7 @@ import json
 import numpy as np
 import torch
 
+from bench import dist
 from bench.images import to_uint8
 from bench.metrics import fid as F
 from bench.metrics.classify import Recipe, class_stats, load_or_train, sample_probs
@@ -44,14 +48,21 @@ class QualityHook:
         self._classifier = None      # (classifier, its record) once loaded or trained
 
     def __call__(self, phase: str, ctx: EvalContext) -> dict:
+        return dist.broadcast(self.measure(phase, ctx))
+
+    def measure(self, phase: str, ctx: EvalContext) -> dict:
+        """The metrics of `phase` on rank 0 (the other ranks draw their share of samples, get {})."""
         if phase == "train":
             if not self.cfg.fid_proxy_n:
                 return {}
             feats = self.generated_features(ctx, self.cfg.fid_proxy_n, None, self.proxy_cfg())
-            return {"fid_proxy": F.fid_from_features(feats, self.reference(ctx, stats=True))}
+            return {} if feats is None else {
+                "fid_proxy": F.fid_from_features(feats, self.reference(ctx, stats=True))}
         out = {}
         if {"classify", *FEATURE_METRICS} & set(self.cfg.metrics):
             out.update(self.sample_metrics(ctx))
+        if not dist.is_main():
+            return out
         if "recon" in self.cfg.metrics:
             out.update(self.recon(ctx, reconstruction_metrics, "recon", "", {}))
         if "roundtrip" in self.cfg.metrics:
@@ -73,22 +84,26 @@ class QualityHook:
         steps = self.cfg.fid_proxy_steps or (self.cfg.steps if sampler == self.cfg.sampler else None)
         return dataclasses.replace(self.cfg, sampler=sampler, steps=steps, sampler_opts=opts)
 
-    def sample_batches(self, ctx: EvalContext, n: int, steps, cfg=None):
-        """(offset, samples in [-1, 1]) of the seeded stream FID scores, one sampling batch at a time
-        (with `cfg`'s sampler when given, else this hook's; `steps` None keeps cfg's own)."""
+    def sample_batches(self, ctx: EvalContext, n: int, steps, cfg=None, sharded: bool = True):
+        """(offset, samples in [-1, 1]) of images [0, n) of the stream FID scores (eval.fid_seed),
+        one sampling batch at a time; under torchrun this rank's share of the batches unless not
+        `sharded` (with `cfg`'s sampler when given, else this hook's; `steps` None keeps cfg's own)."""
         cfg = cfg or self.cfg
         cfg = cfg if steps is None else dataclasses.replace(cfg, steps=steps)
-        for i, start in enumerate(range(0, n, self.cfg.sample_batch)):
+        starts = list(range(0, n, self.cfg.sample_batch))
+        for start in dist.shard(starts) if sharded else starts:
             b = min(self.cfg.sample_batch, n - start)
             yield start, sample(ctx.net_for_sampling(b, start), ctx.diffusion, cfg, b, ctx.shape,
-                                seed=sample_seed(self.cfg.fid_seed, i), amp=ctx.amp,
+                                seed=self.cfg.fid_seed, start=start, amp=ctx.amp,
                                 device=ctx.device)
 
-    def generated_features(self, ctx: EvalContext, n: int, steps, cfg=None) -> np.ndarray:
-        """Features of `n` samples drawn batch by batch from one seeded stream (fid_seed)."""
+    def generated_features(self, ctx: EvalContext, n: int, steps, cfg=None) -> np.ndarray | None:
+        """Features [n, 2048] of images [0, n) of the stream (fid_seed), in index order, on rank 0
+        (None on the other ranks, which draw and score their share)."""
         module, _ = self.inception(ctx.device)
-        return np.concatenate([extract_features(module, to_uint8(x), self.cfg.fid_batch, ctx.device)
-                               for _, x in self.sample_batches(ctx, n, steps, cfg)])
+        return dist.gather_ordered([(start, extract_features(module, to_uint8(x), self.cfg.fid_batch,
+                                                             ctx.device))
+                                    for start, x in self.sample_batches(ctx, n, steps, cfg)])
 
     def reference_key(self, ctx: EvalContext) -> dict:
         data = {k: v for k, v in dataclasses.asdict(self.spec.data).items() if k != "flip"}
@@ -122,13 +137,18 @@ class QualityHook:
         feats, probs = [], []
         for start, x in self.sample_batches(ctx, max(n_feat, n_cls), self.cfg.steps):
             if start < n_feat:
-                feats.append(extract_features(module, to_uint8(x[: n_feat - start]), self.cfg.fid_batch,
-                                              ctx.device))
+                feats.append((start, extract_features(module, to_uint8(x[: n_feat - start]),
+                                                      self.cfg.fid_batch, ctx.device)))
             if start < n_cls:
-                probs.append(sample_probs(classifier, x[: n_cls - start], ctx.device))
-        out = self.feature_metrics(ctx, np.concatenate(feats)) if n_feat else {}
+                probs.append((start, sample_probs(classifier, x[: n_cls - start], ctx.device)
+                              .cpu().numpy()))
+        feats = dist.gather_ordered(feats) if n_feat else None
+        probs = dist.gather_ordered(probs) if n_cls else None
+        if not dist.is_main():
+            return {}
+        out = self.feature_metrics(ctx, feats) if n_feat else {}
         if n_cls:
-            out.update(self.classify(ctx, torch.cat(probs)))
+            out.update(self.classify(ctx, torch.from_numpy(probs)))
         return out
 
     def classifier(self, ctx: EvalContext):
@@ -202,11 +222,6 @@ class QualityHook:
         ctx.record.setdefault("metrics", {})[name] = {str(t): v for t, v in table.items()}
         return {f"{prefix}ssim_mean": float(np.mean([v["ssim_mean"] for v in table.values()])),
                 f"{prefix}psnr_mean": float(np.mean([v["psnr_mean"] for v in table.values()]))}
-
-
-def sample_seed(fid_seed: int, batch_index: int) -> int:
-    """Seed of sampling batch `batch_index` of the FID stream (any N is a prefix of whole batches)."""
-    return fid_seed * 1_000_003 + batch_index
 
 
 def quality_hooks(spec) -> list:

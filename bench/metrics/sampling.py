@@ -8,6 +8,10 @@ fp32). Measured on the CPU twin (tests/test_sampling_precision.py): DDIM samples
 fp32 networks agree to 0.02 max abs (about 2.5 uint8 levels) for a smooth denoiser, and to 5e-3
 mean abs for a random-weight U-Net, whose DDIM trajectories are chaotic near the clip bounds.
 `eval.cuda_graphs` replays the network call from a CUDA graph (bench/metrics/cuda_graphs.py).
+
+Noise: image i of a stream with seed s draws all its noise from its own generator
+(`bench.noise.ImageNoise`, EDM's per-image seeds), so `sample(..., n, start=k)` returns images
+k..k+n-1 of the stream, bit for bit the same whatever the batch size or the rank that draws them.
 """
 from __future__ import annotations
 
@@ -17,21 +21,20 @@ import torch
 
 from bench.device import autocast
 from bench.metrics.cuda_graphs import maybe_graphed
+from bench.noise import ImageNoise, grid_noise
 from bench.samplers import SAMPLERS
 
-
-def grid_noise(n: int, shape: tuple[int, int, int], seed: int, device) -> torch.Tensor:
-    """The suite-wide fixed x_T of the sample grid (drawn on the CPU: same on every device)."""
-    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed)).to(device)
+__all__ = ["grid_noise", "sample", "sampling_cost"]  # grid_noise: the grid's fixed x_T (bench.noise)
 
 
 @torch.no_grad()
 def sample(model, diffusion, eval_cfg, n: int, shape, *, noise=None, seed: int = 0,
-           amp: str = "none", device="cpu") -> torch.Tensor:
-    """`n` samples with the suite's sampler (float in [-1, 1]), in eval mode."""
+           amp: str = "none", device="cpu", start: int = 0) -> torch.Tensor:
+    """Images [start, start + n) of the stream `seed` with the suite's sampler (float in [-1, 1]),
+    in eval mode; `noise` (x_T of those images) replaces the stream's own first draw."""
     was_training = model.training
     model.eval()
-    gen = torch.Generator(device).manual_seed(seed)
+    gen = ImageNoise(seed, range(start, start + n), device)
     net = maybe_graphed(model, getattr(eval_cfg, "cuda_graphs", False), device)
     with autocast(torch.device(device), amp):
         out = SAMPLERS[eval_cfg.sampler](net, diffusion, (n, *shape), steps=eval_cfg.steps,

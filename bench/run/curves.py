@@ -163,10 +163,11 @@ class RunCurves:
 
     def features(self, sampler: str, steps: int, n: int) -> np.ndarray:
         """Features of the first `n` samples of the seeded stream; a set already drawn is reused
-        when it is these very samples (same size, or a prefix of whole sampling batches)."""
+        when it holds at least n (image i's noise depends on (seed, i) alone: any prefix is the
+        first n images)."""
         drawn = self._features.setdefault((sampler, steps), [])
         for feats in drawn:
-            if len(feats) == n or (len(feats) > n and n % self.base.sample_batch == 0):
+            if len(feats) >= n:
                 return feats[:n]
         feats = self.hook(sampler, steps, n).generated_features(self.ctx, n, steps)
         drawn.append(feats)
@@ -219,7 +220,7 @@ class RunCurves:
         for stale in folder.glob("*.png"):
             stale.unlink()
         hook = self.hook(cfg.sampler, cfg.steps, total)
-        for start, x in hook.sample_batches(self.ctx, total, cfg.steps):
+        for start, x in hook.sample_batches(self.ctx, total, cfg.steps, sharded=False):
             if start >= count:
                 break
             for j, image in enumerate(x[: count - start]):
