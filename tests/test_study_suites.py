@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def planned_rows(text: str) -> dict[str, dict]:
     rows = {}
     for line in text.split("planned trainings", 1)[1].split("\n\n")[0].splitlines()[1:]:
         parts = line.split()
-        rows[parts[0].rsplit("-s", 1)[0]] = {"arch": parts[1], "params": float(parts[4]) * 1e6,
+        rows[re.sub(r"-f\d+$", "", parts[0].rsplit("-s", 1)[0])] = {"arch": parts[1], "params": float(parts[4]) * 1e6,
                                              "matched": parts[-1] if parts[-2] == "matched" else None}
     return rows
 
@@ -92,7 +93,9 @@ def test_three_seeds_and_one_budget_for_every_entry(name):
     assert all("budget" not in (m.get("overrides") or {}) for m in raw(name)["models"])
     budgets = {(r.budget.kimg, r.budget.steps, r.budget.seconds) for r in suite.runs}
     assert len(budgets) == 1 and next(iter(budgets))[0] > 0
-    assert len(suite.runs) == len(suite.seeds) * len(suite.models)
+    per_entry = {r.entry.name: 1 if r.data.folds is None else r.data.folds.k for r in suite.runs}
+    assert list(per_entry) == [m.name for m in suite.models]
+    assert len(suite.runs) == len(suite.seeds) * sum(per_entry.values())  # entries x folds x seeds
     assert suite.baseline in [m.name for m in suite.models]
     quality = {"cifar_arch": "fid", "anime_000": "fid", "flowers_004": "fid",
                "fruits_003": "ssim_mean", "inpaint_002": "inpaint_psnr"}
@@ -177,6 +180,13 @@ def fruits_held_out(images: torch.Tensor) -> set[int]:
     return {round(v / 40) for v in images[:, 0, 0, 0].tolist()}
 
 
+def fruits_fold(name: str, entry: str, fold: int, overrides: list[str]):
+    suite = load_suite(SUITES / f"{name}.yaml", TINY + overrides, check_models=False)
+    spec = next(r for r in suite.runs if r.entry.name == entry and r.fold == fold)
+    kwargs = {**spec.entry.kwargs, width_kwarg(spec.entry.arch): 8}
+    return replace(spec, entry=replace(spec.entry, kwargs=kwargs, match=None))
+
+
 def test_fruits_003_grouped_fold_holds_out_whole_fruits_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     fruit_tree(tmp_path / "Training")
@@ -184,15 +194,17 @@ def test_fruits_003_grouped_fold_holds_out_whole_fruits_on_cpu(tmp_path, monkeyp
     common = [f"data.root={tmp_path / 'Training'}", f"data.test_root={tmp_path / 'Test'}",
               "data.image_size=16", "diffusion.timesteps=25", "eval.recon_t=null",
               "train.early_stop=null"]   # TINY has no in-training evals to stop on
-    leaky = load_dataset(tiny_spec("fruits_003", "leaky_fold1", common).data)
-    assert len(leaky.heldout) == 8 and len(fruits_held_out(leaky.heldout)) > 1   # views of several fruits
-    spec = tiny_spec("fruits_003", "grouped_fold1", common)
-    assert (spec.data.group_by, spec.data.seed, spec.data.holdout) == ("^[^/]+", 1, 0.2)
+    leaky = [load_dataset(fruits_fold("fruits_003", "leaky", f, common).data) for f in range(5)]
+    assert [len(d.heldout) for d in leaky] == [8] * 5 and len(fruits_held_out(leaky[1].heldout)) > 1
+    assert sorted(v for d in leaky for v in d.heldout[:, 1, 0, 0].tolist()) == \
+        sorted([255 - 30 * i for i in range(8)] * 5)          # 5 disjoint folds cover Training/
+    spec = fruits_fold("fruits_003", "grouped", 1, common)
+    assert (spec.data.folds.k, spec.data.folds.group_by, spec.data.folds.fold) == (5, "^[^/]+", 1)
     grouped = load_dataset(spec.data)
     held = fruits_held_out(grouped.heldout)
     assert len(grouped.heldout) == 8 and len(held) == 1                        # one fruit, all views
     assert not held & fruits_held_out(grouped.train)
     record = run_tiny(spec, tmp_path / "run", grouped)
-    assert (record["data"]["train"], record["data"]["heldout"]) == (32, 8)
+    assert (record["data"]["train"], record["data"]["heldout"]) == (32, 8) and record["fold"] == 1
     assert (spec.eval.split, spec.eval.val_split, spec.eval.subset) == ("test", "heldout", "stratified")
     assert record["protocol"]["images"]["val_loss"]["split"] == "heldout"   # the fold's own images

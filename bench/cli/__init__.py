@@ -66,7 +66,9 @@ def cmd_run(args) -> int:
     if args.dry_run:
         sections = {k: asdict(getattr(suite, k))
                     for k in ("data", "task", "diffusion", "budget", "train", "eval")}
-        print(yaml.safe_dump({"name": suite.name, **sections, "seeds": list(suite.seeds)},
+        print(yaml.safe_dump({"name": suite.name, **sections, "seeds": list(suite.seeds),
+                              **({"folds": suite.folds} if any(s.fold is not None for s in suite.runs)
+                                 else {})},
                              sort_keys=False).rstrip())
         print_plan(suite, Path(args.results) / suite.name)
         return 0

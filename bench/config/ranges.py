@@ -24,6 +24,7 @@ ONE_IMAGE = "[0.001, inf)"         # a kimg amount of at least one image
 RANGES = {
     "data.image_size": "[1, 4096]", "data.channels": "{1, 3}", "data.holdout": "(0, 1)",
     "data.limit": "[1, inf)", "data.num_images": "[2, inf)", "data.seed": SEED,
+    "data.folds.k": "[2, 1000]", "data.folds.fold": "[0, 999]",
     "diffusion.timesteps": "[1, 100000]", "diffusion.min_snr_gamma": "(0, inf)",
     "diffusion.beta_start": "(0, 1)", "diffusion.beta_end": "(0, 1)",
     "budget.kimg": ONE_IMAGE, "budget.steps": "[1, inf)", "budget.seconds": "(0, inf)",

@@ -16,6 +16,13 @@ from bench.errors import BenchError, choices_error
 
 
 @dataclass(frozen=True)
+class FoldsConfig:
+    k: int = 5                        # folds: k disjoint parts of the training images (k >= 2)
+    group_by: str | None = None       # regex on relative paths (folder): a group never straddles folds
+    fold: int | None = None           # the validation fold of one run: set from the suite's `folds:`
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "synthetic"        # a key of bench.data.DATASETS
     root: str | None = None           # local path of the images (cifar10, folder, fashion_mnist)
@@ -30,6 +37,7 @@ class DataConfig:
     flip: bool = True                 # random horizontal flips of training batches
     test_root: str | None = None      # folder of the dataset's own test split when `root` is only its
                                       # training part (Fruits-360's Test/ beside Training/): eval.split
+    folds: FoldsConfig | None = None  # k-fold cross-validation (bench.data.folds); replaces holdout
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,10 @@ from bench.errors import BenchError, choices_error
 SECTIONS = {"data": DataConfig, "task": TaskConfig, "diffusion": DiffusionConfig,
             "budget": BudgetConfig, "train": TrainConfig, "eval": EvalConfig}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become folder names
-OPTIONAL_KEYS = (("train", "early_stop"),)  # newer keys whose None is not hashed into run ids
-TOP_KEYS = {"name", "description", "baseline", "seeds", "models", "search", *SECTIONS}
+# Keys added after run ids existed: at their schema default they stay out of the hashed config, so
+# the run ids of suites that do not use them never change.
+OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"))
+TOP_KEYS = {"name", "description", "baseline", "seeds", "folds", "models", "search", *SECTIONS}
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,30 @@ class RunSpec:
         config = {"entry": asdict(self.entry), "seed": self.seed, "data": asdict(self.data),
                   "diffusion": asdict(self.diffusion), "budget": asdict(self.budget),
                   "train": asdict(self.train), "eval": training_eval(self.eval)}
-        for section, key in OPTIONAL_KEYS:  # off: left out, so older run ids stay unchanged
-            if config[section].get(key) is None:
-                config[section].pop(key, None)
         if self.task.kind != "unconditional":  # keeps unconditional run ids unchanged
             config["task"] = asdict(self.task)
+        for section, key in OPTIONAL_KEYS:  # at their default: left out, older run ids unchanged
+            if section in config and key in config[section] and \
+                    getattr(getattr(self, section), key) == default(section, key):
+                config[section].pop(key)
         return config
+
+    @property
+    def fold(self) -> int | None:
+        """The validation fold of a k-fold run (`data.folds`), else None."""
+        return None if self.data.folds is None else self.data.folds.fold
 
     @property
     def run_id(self) -> str:
         blob = json.dumps(self.config(), sort_keys=True, default=str).encode()
-        return f"{self.entry.name}-s{self.seed}-{hashlib.sha256(blob).hexdigest()[:10]}"
+        fold = "" if self.fold is None else f"-f{self.fold}"
+        return f"{self.entry.name}{fold}-s{self.seed}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+def default(section: str, key: str) -> Any:
+    """The schema default of `section.key` (its default factory's value for lists and dicts)."""
+    f = next(f for f in fields(SECTIONS[section]) if f.name == key)
+    return f.default_factory() if f.default is MISSING else f.default
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,7 @@ class Suite:
     path: str
     models: tuple[ModelEntry, ...]
     seeds: tuple[int, ...] = (0,)
+    folds: str | tuple[int, ...] = "all"  # the fold axis of entries with data.folds: all or indices
     description: str = ""
     baseline: str | None = None       # entry the report compares against (default: the first)
     data: DataConfig = field(default_factory=DataConfig)
@@ -145,17 +161,20 @@ def parse_suite(raw: dict, where: str, check_models: bool = True) -> Suite:
     sections = {k: _section(cls, raw.get(k), where, k, k) for k, cls in SECTIONS.items()}
     models = _parse_models(raw.get("models"), where)
     seeds = _parse_seeds(raw.get("seeds", [0]), where)
+    folds = _parse_folds(raw.get("folds", "all"), where)
     baseline = raw.get("baseline")
     if baseline is not None and baseline not in [m.name for m in models]:
         raise choices_error(f"{where}: baseline", "entry", baseline, [m.name for m in models])
     search = raw.get("search")
     if search is not None and not isinstance(search, dict):
         raise BenchError(f"{where}: search: expected a mapping")
-    suite = Suite(name=name, path=where, models=models, seeds=seeds,
+    suite = Suite(name=name, path=where, models=models, seeds=seeds, folds=folds,
                   description=str(raw.get("description", "")), baseline=baseline,
                   search=search, raw=copy.deepcopy(raw), **sections)
-    runs = tuple(_plan(suite, i, m, seed, check_models)
-                 for i, m in enumerate(models) for seed in seeds)
+    runs = tuple(spec for i, m in enumerate(models) for spec in _plan(suite, i, m, check_models))
+    if "folds" in raw and all(spec.fold is None for spec in runs):
+        raise BenchError(f"{where}: folds: no entry sets data.folds (e.g. data.folds: {{k: 5}}), "
+                         "so there is no fold to choose")
     evaluations = plan_evaluations(runs, where, lambda spec, w, path: check_run(spec, w, path, False))
     return replace(suite, runs=runs, evaluations=evaluations)
 
@@ -197,6 +216,19 @@ def _parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
+def _parse_folds(folds: Any, where: str) -> str | tuple[int, ...]:
+    if folds == "all":
+        return folds
+    if (not isinstance(folds, list) or not folds
+            or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in folds)):
+        raise BenchError(f"{where}: folds: expected 'all' or a list of fold indices (0..k-1), got "
+                         f"{folds!r}")
+    dup = next((f for f in folds if folds.count(f) > 1), None)
+    if dup is not None:
+        raise BenchError(f"{where}: folds: fold {dup} is listed twice; each fold is one run per seed")
+    return tuple(folds)
+
+
 def _check_overrides(overrides: dict, where: str, path: str) -> None:
     """Entry overrides: a mapping of section name -> mapping of keys."""
     for key, value in overrides.items():
@@ -214,12 +246,35 @@ def _section(cls: type, data: Any, where: str, key: str, path: str):
     return section
 
 
-def _plan(suite: Suite, i: int, entry: ModelEntry, seed: int, check_models: bool) -> RunSpec:
-    """Resolve one entry's sections (suite defaults + entry overrides) and check it."""
+def _plan(suite: Suite, i: int, entry: ModelEntry, check_models: bool) -> list[RunSpec]:
+    """Resolve one entry's sections (suite defaults + entry overrides) and check each of its runs:
+    one per fold (entries with data.folds) and seed."""
     where, sections = suite.path, {}
     for key, cls in SECTIONS.items():
         merged = {**asdict(getattr(suite, key)), **(entry.overrides.get(key) or {})}
         sections[key] = _section(cls, merged, where, key, f"models[{i}].overrides.{key}"
                                  if key in entry.overrides else key)
-    spec = RunSpec(suite=suite.name, entry=entry, seed=seed, **sections)
-    return check_run(spec, where, f"models[{i}]", check_models)
+    data, runs = sections.pop("data"), []
+    for fold in _entry_folds(suite, data, i):
+        folded = data if fold is None else replace(data, folds=replace(data.folds, fold=fold))
+        for seed in suite.seeds:
+            spec = RunSpec(suite=suite.name, entry=entry, seed=seed, data=folded, **sections)
+            runs.append(check_run(spec, where, f"models[{i}]", check_models))
+    return runs
+
+
+def _entry_folds(suite: Suite, data: DataConfig, i: int) -> list[int | None]:
+    """The folds one entry runs: [None] without data.folds, else the suite's `folds:` axis."""
+    if data.folds is None:
+        return [None]
+    if data.folds.fold is not None:
+        raise BenchError(f"{suite.path}: models[{i}]: data.folds.fold: set by the suite's `folds:` "
+                         f"axis (all, or a list of indices), not by hand")
+    k = data.folds.k
+    if suite.folds == "all":
+        return list(range(k))
+    bad = next((f for f in suite.folds if f >= k), None)
+    if bad is not None:
+        raise BenchError(f"{suite.path}: folds: fold {bad} is out of range for models[{i}] "
+                         f"({suite.models[i].name}): data.folds.k is {k}, folds are 0..{k - 1}")
+    return list(suite.folds)

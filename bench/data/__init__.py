@@ -6,8 +6,8 @@
                  `test/` sub-folders (or Fruits-360's `Training/` + `Test/`) are used as the splits
   fashion_mnist  the idx files of Debian's `dataset-fashion-mnist` (/usr/share/datasets) or of `root`
   synthetic      procedural coloured shapes (bench/datasets_synthetic.py), never cached: it is cheap
-The three file-backed loaders, their decoding, hold-out splits and on-disk cache live in
-bench/datasets_files.py and are re-exported here. Batches: EDM's `InfiniteSampler`, on the device.
+The three file-backed loaders, their decoding and on-disk cache live in bench/data/files.py and
+are re-exported here; hold-out and k-fold splits (`data.folds`) in bench/data/splits.py. Batches: EDM's `InfiniteSampler`, on the device.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from bench.data.files import (  # noqa: F401
     load_fashion_mnist,
     load_folder,
 )
+from bench.data.splits import fold_split
 from bench.data.synthetic import draw_shapes
 from bench.errors import BenchError, choices_error
 from bench.images import to_float
@@ -91,7 +92,13 @@ def load_dataset(cfg) -> Dataset:
         raise BenchError(f"data.limit: must be positive or null, got {cfg.limit}")
     if cfg.dataset == "synthetic" and cfg.num_images < 1:
         raise BenchError(f"data.num_images: must be positive, got {cfg.num_images}")
-    return _with_test_split(DATASETS[cfg.dataset](cfg), cfg)
+    if getattr(cfg, "folds", None) is None:
+        return _with_test_split(DATASETS[cfg.dataset](cfg), cfg)
+    if cfg.group_by:
+        raise BenchError(f"data.group_by: {cfg.group_by!r} groups the hold-out, which data.folds "
+                         "replaces; set data.folds.group_by instead")
+    base = DATASETS[cfg.dataset](dataclasses.replace(cfg, folds=None, holdout=0.0))
+    return _with_test_split(fold_split(base, cfg.folds, cfg.seed), cfg)
 
 
 def _with_test_split(dataset: Dataset, cfg) -> Dataset:

@@ -14,12 +14,12 @@ files are written atomically (temp file + os.replace).
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
 import os
 import random
-import re
 import struct
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from bench.cache import cache_dir
 from bench.data.labels import folder_labels
+from bench.data.splits import holdout_split
 from bench.errors import BenchError
 
 CACHE_VERSION = 2                                      # 2: class labels stored too
@@ -57,6 +58,7 @@ class Dataset:
     classes: list | None = None                 # class names, index = label
     test: torch.Tensor | None = None            # uint8: the dataset's own test split (`data.test_root`)
     test_labels: torch.Tensor | None = None     # int64, class indices into `classes` when named alike
+    train_paths: list | None = None             # relative path of each training image (folder only)
 
 
 # ---------------------------------------------------------------- cache
@@ -218,16 +220,17 @@ def load_folder(cfg) -> Dataset:
     key = {"root": str(root), "files": _fingerprint(rows), "holdout": cfg.holdout,
            "group_by": cfg.group_by, "seed": cfg.seed}
 
+    train, heldout, split = _split_folder([r[0] for r in rows], cfg)   # cheap: paths only
+    k, j = _caps(len(train), len(heldout), cfg.limit)
+    train = [train[i] for i in _pick(len(train), k, cfg.seed)]
+    heldout = [heldout[i] for i in _pick(len(heldout), j, cfg.seed)]
+
     def build():
-        train, heldout, split = _split_folder([r[0] for r in rows], cfg)
-        k, j = _caps(len(train), len(heldout), cfg.limit)
-        train = [train[i] for i in _pick(len(train), k, cfg.seed)]
-        heldout = [heldout[i] for i in _pick(len(heldout), j, cfg.seed)]
         tensors = [_decode_all([root / r for r in names], cfg) for names in (train, heldout)]
         return (*tensors, {"source": str(root), "split": split},
                 folder_labels(train, heldout, TRAIN_DIRS | TEST_DIRS))
 
-    return _cached(cfg, key, build)
+    return dataclasses.replace(_cached(cfg, key, build), train_paths=train)
 
 
 def _split_folder(rels: list[str], cfg) -> tuple[list[str], list[str], str]:
@@ -239,33 +242,7 @@ def _split_folder(rels: list[str], cfg) -> tuple[list[str], list[str], str]:
         train = [r for r in rels if r.startswith(train_dir + "/")]
         test = [r for r in rels if r.startswith(test_dir + "/")]
         return train, test, f"sub-folders {train_dir}/ and {test_dir}/"
-    return _holdout_split(rels, cfg.holdout, cfg.group_by, cfg.seed)
-
-
-def _holdout_split(rels: list[str], holdout: float, group_by: str | None, seed: int):
-    """Seeded hold-out of ~`holdout` of the files, taking whole groups (one file = one group by default)."""
-    try:
-        pattern = re.compile(group_by) if group_by else None
-    except re.error as e:
-        raise BenchError(f"data.group_by: invalid regex {group_by!r}: {e}") from None
-    groups: dict[str, list[str]] = {}
-    for rel in rels:
-        m = pattern.search(rel) if pattern else None
-        name = rel if m is None else (m.group(1) if m.re.groups and m.group(1) is not None else m.group(0))
-        groups.setdefault(name, []).append(rel)
-    if holdout > 0 and len(groups) < 2:
-        raise BenchError(f"data.group_by: {group_by!r} puts all {len(rels)} images in one group; "
-                         "nothing can be held out")
-    names = sorted(groups)
-    random.Random(seed).shuffle(names)
-    target, held = round(holdout * len(rels)), set()
-    for name in names[:-1]:                                   # the last group always trains
-        if len(held) >= target:
-            break
-        held.update(groups[name])
-    how = f", {len(groups)} groups by {group_by!r} kept whole" if group_by else ""
-    split = f"seeded hold-out {len(held)}/{len(rels)} (holdout {holdout}, seed {seed}{how})"
-    return [r for r in rels if r not in held], sorted(held), split
+    return holdout_split(rels, cfg.holdout, cfg.group_by, cfg.seed)
 
 
 def _decode_all(paths: list[Path], cfg) -> torch.Tensor:

@@ -106,7 +106,8 @@ class QualityHook:
                                     for start, x in self.sample_batches(ctx, n, steps, cfg)])
 
     def reference_key(self, ctx: EvalContext) -> dict:
-        data = {k: v for k, v in dataclasses.asdict(self.spec.data).items() if k != "flip"}
+        data = {k: v for k, v in dataclasses.asdict(self.spec.data).items()
+                if k != "flip" and not (k == "folds" and v is None)}  # older keys stay valid
         images = self.reference_images(ctx)
         _, sha = self.inception(ctx.device)
         return {"dataset": json.dumps(data, sort_keys=True), "split": self.cfg.fid_reference,

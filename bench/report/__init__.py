@@ -7,6 +7,11 @@ the paired difference to the suite's baseline entry with its CI, test and verdic
 Statistics live in `bench.report.stats`, Markdown in `bench.report.tables`, plots in `bench.report.plots`, the HTML
 page in `bench.report.html`.
 
+k-fold entries (`data.folds`): a replicate is one (fold, seed) run. The mean, std and CI are over
+all of an entry's fold × seed runs (each run one value, folds and seeds alike: the spread mixes data
+and training noise, as the seed study 003 reports ± over folds); `seeds` and `folds` count each, and
+the paired test pairs the runs with the same (fold, seed).
+
 A comparison group is (dataset, resolution, evaluation protocol key): rows whose protocols differ
 are never ranked or tested against each other (issue "Evaluation with a pinned protocol").
 """
@@ -172,7 +177,8 @@ def _aggregate(part: pd.DataFrame, present: list[str], confidence: float) -> dic
     first = part.iloc[0]
     row = {"group": first["group"], "group_label": first.get("group_label", first["group"]), "source": first["source"], "source_name": first["source_name"],
            "label": first["label"], "entry": first["entry"], "arch": first.get("arch"),
-           "seeds": part["seed"].nunique()}
+           "seeds": part["seed"].nunique(),
+           "folds": part["fold"].nunique() if "fold" in part else 0}
     for col in present:
         values = pd.to_numeric(part[col], errors="coerce").to_numpy(dtype=float)
         finite = values[np.isfinite(values)]
@@ -236,7 +242,9 @@ def _baseline_row(row, part: pd.DataFrame, baseline: str | None):
 def _by_seed(runs, group, source, entry, metric) -> dict:
     sel = runs[(runs["group"] == group) & (runs["source"] == source) & (runs["entry"] == entry)]
     values = pd.to_numeric(sel[metric], errors="coerce")
-    return dict(zip(sel["seed"], values.to_numpy(dtype=float)))
+    folds = sel["fold"] if "fold" in sel else pd.Series(np.nan, index=sel.index)
+    keys = [s if pd.isna(f) else (int(f), s) for f, s in zip(folds, sel["seed"])]  # (fold, seed) pairs
+    return dict(zip(keys, values.to_numpy(dtype=float)))
 
 
 def ranking_defaults(folders, metric: str | None, direction: str | None) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from bench.metrics import registry
 from bench.report.snapshots import class_histograms, training_grids, x0_panels
 from bench.run.results import write_with
 
-SKIP = {"step", "kimg", "lr", "train_loss", "val_loss", "run_dir", "label", "entry", "seed", "group",
+SKIP = {"step", "kimg", "lr", "train_loss", "val_loss", "run_dir", "label", "entry", "seed", "fold", "group",
         "status"}  # losses have their own plot
 
 

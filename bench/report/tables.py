@@ -62,6 +62,8 @@ def leaderboard_frame(part: pd.DataFrame, metric: str, level: str = "95%") -> pd
     test vs baseline and the Pareto flag (other metrics: `quality_frame`, `cost_frame`)."""
     show = pd.DataFrame({"rank": [numbers.integer(r) for r in part.get("rank", pd.Series(index=part.index))],
                          "entry": part["label"], "seeds": part["seeds"]})
+    if "folds" in part and (part["folds"].fillna(0) > 0).any():  # k-fold entries (data.folds)
+        show["folds"] = [numbers.integer(f) if f else "" for f in part["folds"].fillna(0)]
     if metric in part:
         show[registry.label(metric)] = column(part[metric], part[f"{metric}_std"], metric)
         show[f"{level} CI"] = ci_column(part[metric], part[f"{metric}_std"],

@@ -56,7 +56,8 @@ def build_run(spec: RunSpec, dataset: Dataset, device: torch.device, run_dir: st
 def new_record(spec: RunSpec, device: torch.device, flags: dict, dataset: Dataset) -> dict:
     """The result record of a run that has just started (`status: running`)."""
     return {"suite": spec.suite, "entry": spec.entry.name, "arch": spec.entry.arch,
-            "seed": spec.seed, "run_id": spec.run_id, "status": "running",
+            "seed": spec.seed, **({} if spec.fold is None else {"fold": spec.fold}),
+            "run_id": spec.run_id, "status": "running",
             "config": spec.config(), "capacity": spec.capacity, "metrics": {}, "history": [],
             "budget": {}, "timing": {}, "data": dataset.info,
             "environment": environment(device, flags),

@@ -204,7 +204,7 @@ def load_results(folders: list[str | Path] | str | Path) -> pd.DataFrame:
     for run_dir, result in iter_results(folders):
         row = {"suite": result.get("suite"), "entry": result.get("entry"),
                "arch": result.get("config", {}).get("entry", {}).get("arch"),
-               "seed": result.get("seed"), "run_id": result.get("run_id"),
+               "seed": result.get("seed"), "fold": result.get("fold"), "run_id": result.get("run_id"),
                "status": result.get("status"), "run_dir": str(run_dir),
                "protocol": result.get("protocol_key", "")}
         row.update(_flatten(result.get("config", {}), "cfg."))

@@ -71,7 +71,8 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
             log(f"{where}: failed earlier, skipped (--retry-failed runs it again)")
             continue
         retry = "; failed earlier, retrying" if status == "failed" else ""
-        log(f"{where}: {spec.entry.arch}, seed {spec.seed}{retry}")
+        fold = "" if spec.fold is None else f"fold {spec.fold}, "
+        log(f"{where}: {spec.entry.arch}, {fold}seed {spec.seed}{retry}")
         if progress:  # the suite's line above the run's tqdm bar (stderr, as the bar)
             to_stderr(bar.begin(i, spec.entry.name, spec.seed))
         record = run_one(spec, run_dir, datasets(spec.data), progress=progress,
