@@ -192,11 +192,14 @@ class Diffusion:
         return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[self.target]
 
     def loss(self, model, x0: torch.Tensor, *, generator: torch.Generator | None = None,
-             t: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+             t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None):
         """Ho et al. eq. 14 (L_simple) for the configured target -> (per-example loss [B], t [B]).
 
         t ~ U{0..T-1} and ε ~ N(0, I) are drawn with `generator` on x0's device unless given; the
         loss is the mean over C, H, W of the squared error, times the Min-SNR-γ weight if set.
+        `mask` ([B or 1, 1, H, W], 1 = scored): the mean over those pixels only (study 002's loss on
+        the generated half: `F.mse_loss(eps, eps_model(...))` of the bottom half alone).
         """
         b = x0.shape[0]
         if t is None:
@@ -206,7 +209,11 @@ class Diffusion:
         x_t = self.add_noise(x0, noise, t)
         out = model(x_t, t)
         err = (out.float() - self.training_target(x0, noise, t).float()) ** 2
-        return err.mean(dim=tuple(range(1, x0.ndim))) * self.loss_weight(t), t
+        dims = tuple(range(1, x0.ndim))
+        if mask is None:
+            return err.mean(dim=dims) * self.loss_weight(t), t
+        mask = mask.to(err.dtype).expand_as(err)
+        return (err * mask).sum(dim=dims) / mask.sum(dim=dims) * self.loss_weight(t), t
 
     # -- posterior and respacing -----------------------------------------------------------------
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):

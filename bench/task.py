@@ -8,10 +8,16 @@ clean batch itself), `task.sampling_net(model, n, offset)` (sampling: conditione
 `Task` itself is the unconditional task (the model as it is); `make_task` picks the class by
 `task.kind`.
 
-For `inpaint`, the denoiser sees `cat(x_t, x0 * keep, keep)`: the known pixels and the mask itself
-(C + 1 extra channels, passed to the architecture as `cond_channels`). The loss is the usual one on
-the whole image; samples are composited (known pixels pasted back) before they are scored, and the
-score is the PSNR of the generated region against the held-out ground truth.
+For `inpaint`, `task.condition` says what the denoiser sees:
+  concat  `cat(x_t, x0 * keep, keep)`: the known pixels and the mask itself (C + 1 extra channels,
+          passed to the architecture as `cond_channels`; SR3 / Palette)
+  paste   `keep * x0 + (1 - keep) * x_t`: the clean known region and the noisy unknown one in one
+          image, no extra channels (study 002 §2.1: "the clean top half and the noisy bottom half";
+          the seed stacked the two halves as channels of a half-height input, here they stay in place)
+`task.loss_on`: `all` (the usual loss on the whole image) or `hole` (the mean over the generated
+region only, study 002 §2.2), in training and in the validation loss. Samples are composited (known
+pixels pasted back) before they are scored, and the score is the PSNR of the generated region
+against the held-out ground truth.
 
 The held-out images come from a supplier `heldout(n, offset) -> images in [-1, 1]` handed over by
 the caller (`bench.run.build`), so this module stays below `bench.data` in the import graph.
@@ -50,18 +56,18 @@ class Task:
     def __init__(self, cfg=None, channels: int = 0, heldout: HeldOut | None = None):
         self.cfg, self.channels, self._heldout = cfg, channels, heldout
 
-    @staticmethod
-    def extra_channels(channels: int) -> int:
-        """Conditioning channels the task adds to a `channels`-channel image."""
-        return 0
-
     @property
     def cond_channels(self) -> int:
-        return self.extra_channels(self.channels)
+        """Conditioning channels the task adds to the denoiser's input."""
+        return 0 if self.cfg is None else cond_channels(self.cfg, self.channels)
 
     def denoiser(self, model, x0: torch.Tensor):
         """`model` conditioned on the clean images `x0` (training, validation)."""
         return model
+
+    def loss_mask(self, x0: torch.Tensor) -> torch.Tensor | None:
+        """[1, 1, H, W] pixels the loss averages over (None: all of them)."""
+        return None
 
     def sampling_net(self, model, n: int, offset: int = 0):
         """`model` to sample `n` images with, conditioned on held-out images [offset, offset + n)."""
@@ -71,18 +77,24 @@ class Task:
         """(the samples as they are scored, task metrics) of samples drawn by `sampling_net`."""
         return samples, {}
 
+    def generated(self, samples: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """The images FID/KID score of samples drawn by `sampling_net(len(samples), offset)`."""
+        return samples
+
 
 class Inpaint(Task):
     """Generate the masked region given the rest of a held-out image."""
 
     kind = "inpaint"
 
-    @staticmethod
-    def extra_channels(channels: int) -> int:
-        return channels + 1
-
     def denoiser(self, model, x0: torch.Tensor):
+        if self.cfg.condition == "paste":
+            return Pasted(model, x0, keep_mask(self.cfg.mask, x0.shape[-1], x0.device))
         return Conditioned(model, make_condition(self.cfg, x0))
+
+    def loss_mask(self, x0: torch.Tensor) -> torch.Tensor | None:
+        return 1 - keep_mask(self.cfg.mask, x0.shape[-1], x0.device) if self.cfg.loss_on == "hole" \
+            else None
 
     def given(self, n: int, offset: int = 0) -> torch.Tensor:
         """Held-out images [offset, offset + n) in [-1, 1]: what the samples are conditioned on."""
@@ -92,6 +104,12 @@ class Inpaint(Task):
 
     def sampling_net(self, model, n: int, offset: int = 0):
         return self.denoiser(model, self.given(n, offset))
+
+    def generated(self, samples: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """With `loss_on: hole` only the hole is trained: the known pixels are pasted back."""
+        if self.cfg.loss_on != "hole":
+            return samples                     # the full output, known region regenerated too
+        return composite(self.cfg, samples, self.given(len(samples), offset))
 
     def finish(self, samples: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, dict]:
         given = self.given(len(samples), offset)
@@ -109,8 +127,10 @@ def make_task(cfg, channels: int, heldout: HeldOut | None = None) -> Task:
 
 
 def cond_channels(cfg, channels: int) -> int:
-    """Extra input channels the task `cfg` adds to the denoiser (0 when unconditional)."""
-    return TASKS[cfg.kind].extra_channels(channels)
+    """Extra input channels the task `cfg` adds to the denoiser (0 when unconditional or pasted)."""
+    if cfg.kind == "unconditional" or getattr(cfg, "condition", "concat") == "paste":
+        return 0
+    return channels + 1
 
 
 def make_condition(cfg, x0: torch.Tensor) -> torch.Tensor:
@@ -128,6 +148,18 @@ class Conditioned(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.model(torch.cat([x, self.cond.to(x.dtype)], dim=1), t)
+
+
+class Pasted(nn.Module):
+    """A denoiser that sees x_t with the known pixels of `x0` in place (study 002's input)."""
+
+    def __init__(self, model: nn.Module, x0: torch.Tensor, keep: torch.Tensor):
+        super().__init__()
+        self.model, self.x0, self.keep = model, x0, keep
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        keep = self.keep.to(x.dtype)
+        return self.model(keep * self.x0.to(x.dtype) + (1 - keep) * x, t)
 
 
 def composite(cfg, samples: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

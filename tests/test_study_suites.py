@@ -154,6 +154,7 @@ def test_inpaint_002_shortened_sampler_with_restarts_inpaints_on_cpu(tmp_path):
     assert (spec.eval.sampler, spec.eval.steps) == ("shortened", 25)
     assert spec.eval.sampler_opts["variance"] == "fixed_small"
     assert spec.train.lr_schedule == "cosine_restarts" and spec.task.kind == "inpaint"
+    assert (spec.task.condition, spec.task.loss_on) == ("paste", "hole")   # theirs (Sec. 2.1-2.2)
     record = run_tiny(spec, tmp_path)
     assert 0 < record["metrics"]["inpaint_psnr"] < 60                # dB over the generated halves
     lrs = [p["lr"] for p in record["history"] if "lr" in p]

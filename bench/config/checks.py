@@ -35,6 +35,7 @@ def check_run(spec, where: str, entry_path: str, check_models: bool = True):
     """Validate a RunSpec; returns it with capacity-matched kwargs and a parameter count."""
     _check_names(spec, where)
     _check_values(spec, where)
+    _check_task(spec.task, where)
     _check_eval(spec, where)
     if not check_models:
         return spec
@@ -165,6 +166,17 @@ def _check_values(spec, where: str) -> None:
             raise BenchError(f"{where}: data.holdout: {data.holdout} of data.num_images "
                              f"{data.num_images} holds out {held} images; need at least 1 held "
                              f"out and 1 to train on")
+
+
+def _check_task(task, where: str) -> None:
+    """Inpainting's conditioning and loss region make sense only together (study 002)."""
+    for key, default in (("condition", "concat"), ("loss_on", "all")):
+        if task.kind == "unconditional" and getattr(task, key) != default:
+            raise BenchError(f"{where}: task.{key}: {getattr(task, key)!r} needs task.kind: inpaint "
+                             "(an unconditional run has no known region)")
+    if task.condition == "paste" and task.loss_on != "hole":
+        raise BenchError(f"{where}: task.loss_on: task.condition 'paste' shows the network the clean "
+                         "known pixels, not their noise, so it cannot be scored there; use loss_on: hole")
 
 
 def _match(spec, where: str, entry_path: str):

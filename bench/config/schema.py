@@ -54,6 +54,9 @@ class DiffusionConfig:
 class TaskConfig:
     kind: Literal["unconditional", "inpaint"] = "unconditional"
     mask: Literal["bottom_half", "top_half", "left_half", "right_half", "center"] = "bottom_half"
+    condition: Literal["concat", "paste"] = "concat"  # concat: cat(x_t, x0*keep, keep) (SR3); paste:
+                                      # x_t with its known pixels clean, no extra channels (study 002)
+    loss_on: Literal["all", "hole"] = "all"  # pixels the loss averages: all, or the generated region
 
 
 @dataclass(frozen=True)

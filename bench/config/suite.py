@@ -36,7 +36,7 @@ SECTIONS = {"data": DataConfig, "task": TaskConfig, "diffusion": DiffusionConfig
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become folder names
 # Keys added after run ids existed: at their schema default they stay out of the hashed config, so
 # the run ids of suites that do not use them never change.
-OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"))
+OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"), ("task", "condition"), ("task", "loss_on"))
 TOP_KEYS = {"name", "description", "baseline", "seeds", "folds", "models", "search", *SECTIONS}
 
 

@@ -93,9 +93,9 @@ class QualityHook:
         starts = list(range(0, n, self.cfg.sample_batch))
         for start in dist.shard(starts) if sharded else starts:
             b = min(self.cfg.sample_batch, n - start)
-            yield start, sample(ctx.net_for_sampling(b, start), ctx.diffusion, cfg, b, ctx.shape,
-                                seed=self.cfg.fid_seed, start=start, amp=ctx.amp,
-                                device=ctx.device)
+            drawn = sample(ctx.net_for_sampling(b, start), ctx.diffusion, cfg, b, ctx.shape,
+                           seed=self.cfg.fid_seed, start=start, amp=ctx.amp, device=ctx.device)
+            yield start, ctx.generated(drawn, start)
 
     def generated_features(self, ctx: EvalContext, n: int, steps, cfg=None) -> np.ndarray | None:
         """Features [n, 2048] of images [0, n) of the stream (fid_seed), in index order, on rank 0

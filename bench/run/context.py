@@ -94,3 +94,8 @@ class RunContext:
         if self.net is None:
             raise RuntimeError("RunContext.net_for_sampling: no network; use ctx.evaluating(net)")
         return self.task.sampling_net(self.net, n, offset)
+
+    def generated(self, samples: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """What the model generated of samples drawn with `net_for_sampling(len, offset)`: the
+        samples, or with `task.loss_on: hole` the known pixels pasted back (the rest is untrained)."""
+        return self.task.generated(samples, offset)

@@ -41,7 +41,8 @@ def validation_loss(model, diffusion, triples, batch_size: int, amp: str = "none
         for i in range(0, len(x0), batch_size):
             sl = slice(i, i + batch_size)
             net = task.denoiser(model, x0[sl])
-            losses.append(diffusion.loss(net, x0[sl], t=t[sl], noise=noise[sl])[0].float())
+            losses.append(diffusion.loss(net, x0[sl], t=t[sl], noise=noise[sl],
+                                         mask=task.loss_mask(x0[sl]))[0].float())
     loss = torch.cat(losses)
     quarter = (t * 4 // diffusion.T).clamp(max=3)
     result = {"val_loss": loss.mean().item()}

@@ -78,7 +78,8 @@ def _step(step_fn, model, diffusion, x0, lr, opt, ema, scaler, cfg, amp, generat
     for group in opt.param_groups:
         group["lr"] = lr
     with autocast(x0.device, amp):
-        loss = diffusion.loss(task.denoiser(step_fn, x0), x0, generator=generator)[0].mean()
+        loss = diffusion.loss(task.denoiser(step_fn, x0), x0, generator=generator,
+                              mask=task.loss_mask(x0))[0].mean()
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if cfg.grad_clip is not None:
