@@ -5,7 +5,8 @@ fp16 with a GradScaler when asked; CPU runs in fp32 unless `train.cpu_amp` asks 
 (the CPU twin of the CUDA path, for tests). TF32 is PyTorch's documented switch; channels_last is
 PyTorch's memory-format recipe; `torch.compile` modes are the documented ones. Peak-memory hooks
 return null off CUDA (no allocator statistics there). Every switch in effect is returned by
-`precision_flags` and recorded in each result's environment.
+`precision_flags` and recorded in each result's environment. `precision_cost` states what a
+precision costs on a GPU from NVIDIA's published H100/H200 peaks (a datasheet figure, not measured).
 """
 from __future__ import annotations
 
@@ -14,6 +15,29 @@ import contextlib
 import torch
 
 from bench.errors import BenchError
+
+# Dense peak throughput in TFLOPS of an H100 SXM (the H200 has the same), NVIDIA's H100 datasheet:
+# FP32 67 (CUDA cores), TF32 / BF16 / FP16 tensor cores 494.7 / 989.4 / 989.4 (the 989 / 1 979 /
+# 1 979 the sheet prints are with 2:4 sparsity).
+PEAK_TFLOPS = {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}
+_LABEL = {"fp32": "fp32, TF32 off", "tf32": "fp32 with TF32 tensor cores", "bf16": "bf16 autocast",
+          "fp16": "fp16 autocast + GradScaler"}
+
+
+def compute_precision(cfg) -> str:
+    """The arithmetic a CUDA run's matmuls and convolutions use: bf16 | fp16 | tf32 | fp32."""
+    return cfg.amp if cfg.amp != "none" else "tf32" if cfg.tf32 else "fp32"
+
+
+def precision_cost(cfg) -> str:
+    """`label: cost` of the run's CUDA precision against bf16, from the datasheet peaks."""
+    mode = compute_precision(cfg)
+    ratio = PEAK_TFLOPS["bf16"] / PEAK_TFLOPS[mode]
+    if ratio == 1:
+        return f"{_LABEL[mode]}: the fast path ({PEAK_TFLOPS[mode]:g} TFLOPS dense peak on an H100/H200)"
+    return (f"{_LABEL[mode]}: up to ~{ratio:.0f}x the time of bf16 on an H100/H200 ({PEAK_TFLOPS[mode]:g} "
+            f"vs {PEAK_TFLOPS['bf16']:g} TFLOPS dense peak, NVIDIA datasheet; less where a step is "
+            "memory- or launch-bound)")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -209,3 +209,16 @@ def test_fruits_003_grouped_fold_holds_out_whole_fruits_on_cpu(tmp_path, monkeyp
     assert (record["data"]["train"], record["data"]["heldout"]) == (32, 8) and record["fold"] == 1
     assert (spec.eval.split, spec.eval.val_split, spec.eval.subset) == ("test", "heldout", "stratified")
     assert record["protocol"]["images"]["val_loss"]["split"] == "heldout"   # the fold's own images
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_suites_train_in_fp32_as_the_seeds_and_the_dry_run_says_what_it_costs(name, dry_runs):
+    suite = load_suite(SUITES / f"{name}.yaml", ["seeds=[0]"], check_models=False)
+    assert {(r.train.amp, r.train.tf32) for r in suite.runs} == {("none", False)}
+    text = dry_runs[name][1].split("precision on CUDA", 1)[1]
+    assert f"amp none, tf32 false: {len(suite.runs)} runs" in text
+    assert "fp32, TF32 off: up to ~15x the time of bf16 on an H100/H200 (67 vs 989.4 TFLOPS" in text
+    fast = load_suite(SUITES / f"{name}.yaml", ["seeds=[0]", f"name={name}_fast", "train.amp=bf16",
+                                                "train.tf32=true"], check_models=False)
+    assert fast.name == f"{name}_fast" and {r.train.amp for r in fast.runs} == {"bf16"}
+    assert not {r.run_id for r in fast.runs} & {r.run_id for r in suite.runs}

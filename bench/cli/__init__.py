@@ -19,6 +19,7 @@ from bench.cli import report as report_cli
 from bench.cli import tune as tune_cli
 from bench.config.preflight import preflight
 from bench.config.suite import load_suite
+from bench.device import precision_cost
 from bench.errors import BenchError, one_line
 from bench.metrics.cost import count_params, forward_flops
 from bench.report import write_report
@@ -71,6 +72,7 @@ def cmd_run(args) -> int:
                                  else {})},
                              sort_keys=False).rstrip())
         print_plan(suite, Path(args.results) / suite.name)
+        print_precision(suite)
         return 0
     datasets = preflight(suite)  # every file and device the suite names, before anything is written
     with suite_lock(Path(args.results) / suite.name) as lock:
@@ -99,6 +101,18 @@ def print_plan(suite, out: Path) -> None:
         opts = " ".join(f"{k}={v}" for k, v in cfg.sampler_opts.items())
         print(f"  {ev.eval_id:<48} {ev.label:<28} {sampler:<16} {opts:<28} "
               f"{','.join(cfg.metrics) or '-':<14} {'complete' if done else 'pending'}")
+
+
+def print_precision(suite) -> None:
+    """The CUDA precision of the planned trainings (train.amp, train.tf32) and its GPU cost."""
+    groups: dict[tuple, list] = {}
+    for spec in suite.runs:
+        groups.setdefault((spec.train.amp, spec.train.tf32), []).append(spec)
+    print("\nprecision on CUDA (train.amp, train.tf32; CPU runs are fp32):")
+    for (amp, tf32), specs in groups.items():
+        names = ", ".join(dict.fromkeys(s.entry.name for s in specs))
+        print(f"  amp {amp}, tf32 {str(tf32).lower()}: {len(specs)} runs ({names})")
+        print(f"    {precision_cost(specs[0].train)}")
 
 
 def cmd_list(args) -> int:
