@@ -177,6 +177,10 @@ class Diffusion:
             return (x_t - a * model_output) / s
         return s * x_t + a * model_output
 
+    def denoise(self, model, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """One-step x̂_0 of the network at (x_t, t) (the formulation-neutral verb; bench.edm.EDM too)."""
+        return self.predict_x0(model(x_t, t).float(), x_t, t)
+
     def eps_from_x0(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ε implied by x_t and a (possibly clipped) x̂_0: (x_t - √ᾱ x̂_0)/√(1-ᾱ)."""
         a, s = self._at("sqrt_ab", t, x_t.ndim), self._at("sqrt_1m_ab", t, x_t.ndim)

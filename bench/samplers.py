@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from bench import edm
 from bench.diffusion import SCHEDULES, Diffusion
 from bench.errors import BenchError, choices_error
 from bench.noise import randn
@@ -236,21 +237,36 @@ def ddim_encode(model, diffusion: Diffusion, x0: torch.Tensor, *, t_end: int, st
     return x
 
 
-SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "respaced": respaced, "shortened": shortened}
+SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "respaced": respaced, "shortened": shortened,
+            "heun": edm.heun, "euler": edm.euler}
+FORMULATION_SAMPLERS = {"ddpm": ("ddpm", "ddim", "respaced", "shortened"), "edm": edm.SAMPLERS}
+DETERMINISTIC = ("ddim", "heun", "euler")  # their default: no noise after x_T (DDIM's eta = 0)
 
 SAMPLER_OPTIONS: dict[str, dict[str, tuple | type]] = {
     "ddpm": {"variance": VARIANCES, "clip": bool},
     "ddim": {"eta": float, "spacing": SPACINGS, "clip": bool, "t_start": int},
     "respaced": {"variance": VARIANCES, "spacing": SPACINGS, "clip": bool},
     "shortened": {"variance": VARIANCES, "clip": bool},
+    "heun": {}, "euler": {},
 }
+
+
+def check_formulation(formulation: str, sampler: str, where: str) -> None:
+    """A BenchError unless `sampler` samples `formulation` (heun/euler: edm; the rest: ddpm)."""
+    if sampler in SAMPLERS and sampler not in FORMULATION_SAMPLERS[formulation]:
+        valid = ", ".join(FORMULATION_SAMPLERS[formulation])
+        raise BenchError(f"{where}: {sampler!r} is not a sampler of diffusion.formulation "
+                         f"{formulation}; choose from {valid}")
 
 
 def resolve_steps(name: str, steps, T: int, where: str = "sampler.steps") -> int:
     """The number of steps sampler `name` takes for `steps` (None = its default), or a BenchError.
 
-    ddpm: always T; ddim: default min(50, T); respaced / shortened: default T; any: 1..T.
+    ddpm: always T; ddim: default min(50, T); respaced / shortened: default T; any: 1..T;
+    heun / euler: N noise levels, default 18, 1..10 000 (bench.edm.resolve_steps).
     """
+    if name in edm.SAMPLERS:
+        return edm.resolve_steps(steps, where)
     if steps is None:
         return min(50, T) if name == "ddim" else T
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:

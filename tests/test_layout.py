@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "bench"
 LAYERS = [
     {"bench.errors", "bench.cache", "bench.images", "bench.device", "bench.dist", "bench.noise"},
-    {"bench.diffusion", "bench.samplers", "bench.task"},
+    {"bench.diffusion", "bench.edm", "bench.samplers", "bench.task"},
     {"bench.data", "bench.train", "bench.metrics"},
     {"bench.config"},
     {"bench.run"},
@@ -22,7 +22,7 @@ LAYERS = [
     {"bench.cli"},
     {"bench.__main__"},
 ]
-BOTTOM_ORDER = ["bench.errors", "bench.cache", "bench.images", "bench.device", "bench.dist", "bench.noise", "bench.diffusion", "bench.task", "bench.samplers"]
+BOTTOM_ORDER = ["bench.errors", "bench.cache", "bench.images", "bench.device", "bench.dist", "bench.noise", "bench.diffusion", "bench.edm", "bench.task", "bench.samplers"]
 OWN_ORDER = {"bench.tune": "bench.report"}  # the tuner writes the leaderboard of its study
 
 

@@ -34,7 +34,7 @@ def test_sampler_options_cover_the_samplers():
     ("ddim", {"eta": "one"}, r"eval.sampler_opts.eta: expected float, got 'one'"),
     ("ddpm", {"clip": 1}, r"clip: expected bool"),
     ("respaced", {"variance": "learned"}, r"choose from beta_linear, fixed_large, fixed_small"),
-    ("ddmi", {}, r"unknown sampler 'ddmi' \(did you mean ddpm, ddim\?\); choose from ddim, ddpm, respaced"),
+    ("ddmi", {}, r"unknown sampler 'ddmi' \(did you mean ddpm, ddim\?\); choose from ddim, ddpm, euler, heun, respaced"),
 ])
 def test_check_sampler_opts_teaches(name, opts, match):
     with pytest.raises(BenchError, match=match):

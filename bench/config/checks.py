@@ -15,7 +15,7 @@ import torch
 
 from architectures import UnknownArchitectureError, create
 from bench.config.capacity import match_capacity
-from bench.config.schema import build
+from bench.config.schema import EDMConfig, build
 from bench.data import DATASETS
 from bench.diffusion import (
     BETA_END,
@@ -27,7 +27,12 @@ from bench.diffusion import (
 from bench.errors import BenchError, choices_error
 from bench.metrics import registry
 from bench.metrics.classify import Recipe
-from bench.samplers import SAMPLERS, check_sampler_opts, resolve_steps
+from bench.samplers import (
+    SAMPLERS,
+    check_formulation,
+    check_sampler_opts,
+    resolve_steps,
+)
 from bench.task import cond_channels
 
 
@@ -62,6 +67,7 @@ def _check_names(spec, where: str) -> None:
     _check_diffusion(spec.diffusion, where)
     if spec.eval.sampler not in SAMPLERS:
         raise choices_error(f"{where}: eval.sampler", "sampler", spec.eval.sampler, SAMPLERS)
+    check_formulation(spec.diffusion.formulation, spec.eval.sampler, f"{where}: eval.sampler")
     check_sampler_opts(spec.eval.sampler, spec.eval.sampler_opts, f"{where}: eval.sampler_opts")
     resolve_steps(spec.eval.sampler, spec.eval.steps, spec.diffusion.timesteps, f"{where}: eval.steps")
     device = spec.train.device
@@ -81,6 +87,24 @@ def _check_diffusion(d, where: str) -> None:
         key = f"beta_start/beta_end: {d.beta_start}/{d.beta_end} with timesteps" if endpoints else "timesteps"
         raise BenchError(f"{where}: diffusion.{key}: {d.timesteps} does not work with schedule "
                          f"{d.schedule!r} (β scaled by 1000/T): {err}") from None
+    _check_edm(d, where)
+
+
+def _check_edm(d, where: str) -> None:
+    """formulation edm: its own options only there, σ_min < σ_max, no DDPM-only loss keys."""
+    if d.formulation != "edm":
+        if d.edm is not None:
+            raise BenchError(f"{where}: diffusion.edm: set, but diffusion.formulation is "
+                             f"{d.formulation}; set formulation: edm or drop the edm options")
+        return
+    if d.target != "eps" or d.min_snr_gamma is not None:
+        key = "target" if d.target != "eps" else "min_snr_gamma"
+        raise BenchError(f"{where}: diffusion.{key}: does not apply to formulation edm (the network "
+                         f"output is preconditioned, D = c_skip x + c_out F; loss weight λ(σ)); drop it")
+    edm = d.edm or EDMConfig()
+    if edm.sigma_min >= edm.sigma_max:
+        raise BenchError(f"{where}: diffusion.edm.sigma_min: {edm.sigma_min} must be below "
+                         f"sigma_max {edm.sigma_max}")
 
 
 def _check_eval(spec, where: str) -> None:
@@ -99,6 +123,9 @@ def _check_eval(spec, where: str) -> None:
         if not isinstance(t, int) or not 1 <= t <= spec.diffusion.timesteps:
             raise BenchError(f"{where}: eval.recon_t: {t!r} is out of range; choose integers in "
                              f"1..{spec.diffusion.timesteps} (1-based: t = T is the last step)")
+    if spec.diffusion.formulation == "edm" and "roundtrip" in ev.metrics:
+        raise BenchError(f"{where}: eval.metrics: roundtrip is a DDIM encode->decode on the DDPM "
+                         f"timestep chain; formulation edm has none (recon works: t -> σ via ᾱ_t)")
     if spec.task.kind != "unconditional" and {"recon", "roundtrip"} & set(ev.metrics):
         raise BenchError(f"{where}: eval.metrics: recon/roundtrip are for unconditional models; "
                          f"task.kind is {spec.task.kind}")
@@ -129,6 +156,7 @@ def _check_eval_extras(spec, where: str) -> None:
     proxy = ev.fid_proxy_sampler or ev.sampler
     if proxy not in SAMPLERS:
         raise choices_error(f"{where}: eval.fid_proxy_sampler", "sampler", proxy, SAMPLERS)
+    check_formulation(spec.diffusion.formulation, proxy, f"{where}: eval.fid_proxy_sampler")
     if ev.fid_proxy_steps is not None or ev.fid_proxy_sampler:
         resolve_steps(proxy, ev.fid_proxy_steps, T, f"{where}: eval.fid_proxy_steps")
     for n in ev.fid_vs_n or []:

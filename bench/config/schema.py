@@ -41,6 +41,16 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class EDMConfig:                      # Karras et al. 2022 (bench.edm), Table 1 / eq. 5 defaults
+    sigma_data: float = 0.5           # data standard deviation (pixels in [-1, 1])
+    p_mean: float = -1.2              # training ln σ ~ N(p_mean, p_std²)
+    p_std: float = 1.2
+    sigma_min: float = 0.002          # sampling σ schedule (eq. 5): σ_min, σ_max, ρ
+    sigma_max: float = 80.0
+    rho: float = 7.0
+
+
+@dataclass(frozen=True)
 class DiffusionConfig:
     schedule: str = "linear"          # a key of bench.diffusion.SCHEDULES
     timesteps: int = 1000             # T
@@ -48,6 +58,8 @@ class DiffusionConfig:
     min_snr_gamma: float | None = None  # Min-SNR-γ loss weighting (Hang et al. 2023); None = plain MSE
     beta_start: float = 1e-4          # β_1 at T=1000 (Ho et al.), scaled 1000/T; linear/quadratic/sigmoid
     beta_end: float = 0.02            # β_T at T=1000 (Ho et al.), scaled 1000/T
+    formulation: Literal["ddpm", "edm"] = "ddpm"  # edm: Karras et al. 2022 around the same denoiser
+    edm: EDMConfig | None = None      # formulation edm's options (None = the paper's defaults)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from bench.config.schema import (
     BudgetConfig,
     DataConfig,
     DiffusionConfig,
+    EDMConfig,
     EvalConfig,
     ModelEntry,
     TaskConfig,
@@ -36,7 +37,8 @@ SECTIONS = {"data": DataConfig, "task": TaskConfig, "diffusion": DiffusionConfig
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become folder names
 # Keys added after run ids existed: at their schema default they stay out of the hashed config, so
 # the run ids of suites that do not use them never change.
-OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"), ("task", "condition"), ("task", "loss_on"))
+OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"), ("task", "condition"), ("task", "loss_on"),
+                 ("diffusion", "formulation"), ("diffusion", "edm"))
 TOP_KEYS = {"name", "description", "baseline", "seeds", "folds", "models", "search", *SECTIONS}
 
 
@@ -66,6 +68,8 @@ class RunSpec:
             if section in config and key in config[section] and \
                     getattr(getattr(self, section), key) == default(section, key):
                 config[section].pop(key)
+        if self.diffusion.formulation == "edm" and self.diffusion.edm is None:
+            config["diffusion"]["edm"] = asdict(EDMConfig())  # edm: {} and edm: null are one run
         return config
 
     @property

@@ -33,7 +33,7 @@ from bench.metrics.hook import EvalContext
 from bench.metrics.inception import PREPROCESSING, extract_features, load_inception
 from bench.metrics.sampling import sample
 from bench.metrics.ssim import reconstruction_metrics, roundtrip_metrics
-from bench.samplers import SAMPLER_OPTIONS, resolve_steps
+from bench.samplers import DETERMINISTIC, SAMPLER_OPTIONS, resolve_steps
 
 FEATURE_METRICS = {"fid", "kid", "pr"}  # the eval.metrics choices scored on Inception features
 
@@ -209,7 +209,7 @@ class QualityHook:
                               reference_n=key["n"], sampler=self.cfg.sampler,
                               steps=resolve_steps(self.cfg.sampler, self.cfg.steps,
                                                   ctx.diffusion.T),
-                              eta=float(self.cfg.sampler_opts.get("eta", 1.0 if self.cfg.sampler != "ddim" else 0.0)),
+                              eta=float(self.cfg.sampler_opts.get("eta", 0.0 if self.cfg.sampler in DETERMINISTIC else 1.0)),
                               ema=self.cfg.use_ema, sampling_seed=self.cfg.fid_seed)
 
     def recon(self, ctx: EvalContext, fn, name: str, prefix: str, extra: dict) -> dict:

@@ -5,7 +5,7 @@ Study 000 shows sample grids epoch by epoch and study 001 BigGAN's same-noise gr
 the runner keeps the fixed-noise grid of every in-training evaluation as `samples/kimg-000500.png`
 (a fraction of a kimg is spelled out: `kimg-000000.016.png`) and, with `eval.keep_checkpoints:
 every` (or true), the checkpoint beside it as `checkpoints/kimg-000500.pt`. The x̂0 panel: x̂0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) (Ho et al.
-2020 eq. 15, `Diffusion.predict_x0`), clamped to [-1, 1]; one fixed noise per image (CPU generator),
+2020 eq. 15, `Diffusion.denoise`; formulation edm: `EDM.denoise`), clamped to [-1, 1]; one fixed noise per image (CPU generator),
 so the columns differ only in t. Layout: one row per image, columns x0 | x_t, x̂0 for each t.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def x0_panel(model, diffusion, images_uint8: torch.Tensor, ts, *, seed: int = 0,
     for t in ts:
         tt = torch.full((len(x0),), t - 1, device=x0.device, dtype=torch.long)
         x_t = diffusion.add_noise(x0, noise, tt)
-        x0_hat = diffusion.predict_x0(model(x_t, tt).float(), x_t, tt).clamp(-1, 1)
+        x0_hat = diffusion.denoise(model, x_t, tt).clamp(-1, 1)
         columns += [x_t.clamp(-1, 1), x0_hat]
     model.train(was_training)
     panel = torch.stack(columns, dim=1).flatten(0, 1)   # row-major: image by image

@@ -13,6 +13,8 @@ Sources: Wang et al. 2004 (SSIM) and PSNR via torchmetrics, both with data_range
 Study 003
 (Table 1) scores one-step reconstructions x̂_0 = f(x_t) of held-out images at t = 50, 100, ..., 1000;
 x_t follows Ho et al. 2020 eq. 4, x̂_0 the model's target (ε, x_0 or v; `Diffusion.predict_x0`).
+Formulation edm (bench.edm) scores the same x_t: x̂_0 = D(x_t/√ᾱ_t; σ), σ = √((1-ᾱ_t)/ᾱ_t), the
+EDM denoiser at the noise level of that t (same SNR), so the curves of both formulations line up.
 The round trip encodes x_0 -> x_t with deterministic DDIM inversion and decodes back (Song et al. 2021).
 
 Timesteps: the grid is in the report's 1-based units (t = 1000 is the last step), mapped to the index
@@ -133,7 +135,7 @@ def reconstruction_metrics(model, diffusion, images_uint8: torch.Tensor, t_grid=
             for t in grid:
                 tt = torch.full((len(x0),), t - 1, device=x0.device, dtype=torch.long)
                 x_t = diffusion.add_noise(x0, noise, tt)
-                x0_hat = diffusion.predict_x0(model(x_t, tt).float(), x_t, tt)
+                x0_hat = diffusion.denoise(model, x_t, tt)
                 for acc, value in zip(scores[t], pair_scores(x0_hat, batch, ssim)):
                     acc.append(value)
     return {t: summarize(*scores[t]) for t in grid}

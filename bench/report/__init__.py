@@ -69,9 +69,19 @@ def collect(folders) -> Results:
     if not runs.empty:
         runs["group_label"] = [protocol_label(g.split(" | ")[0], records[d].get("protocol"))
                                for g, d in zip(runs["group"], runs["run_dir"])]
+        runs["group_label"] = runs.groupby("group")["group_label"].transform(_one_label)
     ids = runs[["run_dir", "label", "entry", "seed", "group", "status"]] if not runs.empty else None
     frames = {k: _join(pd.DataFrame(v), ids) for k, v in long.items()}
     return Results(runs=runs, records=records, **frames)
+
+
+def _one_label(labels: pd.Series) -> str:
+    """A group's heading; where its rows' samplers differ (DDPM beside EDM/Heun, eval variants)
+    the sampler part says so instead of naming the first row's."""
+    if labels.nunique() == 1:
+        return labels.iloc[0]
+    parts = labels.iloc[0].split(" · ")
+    return " · ".join(parts[:2] + ["samplers differ by row"] + parts[3:]) if len(parts) == 4 else labels.iloc[0]
 
 
 def _join(frame: pd.DataFrame, ids) -> pd.DataFrame:

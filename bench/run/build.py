@@ -16,7 +16,7 @@ from architectures import create
 from bench.config.suite import RunSpec
 from bench.data import Dataset, DeviceBatches
 from bench.device import precision_flags
-from bench.diffusion import Diffusion
+from bench.edm import make_diffusion
 from bench.images import heldout_images
 from bench.run.context import RunContext, ScoredImages
 from bench.run.evaluate import validation_triples
@@ -43,7 +43,7 @@ def build_run(spec: RunSpec, dataset: Dataset, device: torch.device, run_dir: st
     noise_gen = torch.Generator(device).manual_seed(spec.seed + 1_000_003)
     batches = DeviceBatches(dataset.train.to(device), spec.train.batch_size, data_gen,
                             flip=spec.data.flip)
-    diffusion = Diffusion.from_config(spec.diffusion)
+    diffusion = make_diffusion(spec.diffusion)
     triples = validation_triples(val.images, spec.eval.val_images, spec.eval.val_t_per_image,
                                  diffusion.T, device)
     return RunContext(spec=spec, run_dir=Path(run_dir) if run_dir is not None else None,

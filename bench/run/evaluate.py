@@ -4,7 +4,10 @@ The validation set is a fixed list of (held-out image, timestep, noise) triples:
 first N of the `eval.val_split` in the seeded `eval.subset` order, timesteps and noise are drawn from
 a generator with a constant seed, with timesteps stratified over [0, T): every model, seed and
 evaluation sees the very same triples, so validation losses are comparable across a suite (study
-000 tracked validation loss; study 003 split by t). The grid noise depends only on `eval.grid_seed`
+000 tracked validation loss; study 003 split by t). Formulation edm (bench.edm) reads a triple's t
+as stratum t of T of its training σ distribution (σ at the (t + ½)/T quantile of the log-normal) and
+scores its loss λ(σ)‖D − x_0‖² there, so its q1..q4 are the quartiles of p_train(σ), smallest σ
+first; its losses are on EDM's scale, not comparable with the DDPM losses. The grid noise depends only on `eval.grid_seed`
 and the image shape (`bench.metrics.sampling`), so `samples.png` grids are comparable across models.
 """
 from __future__ import annotations
