@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from bench.diffusion import Diffusion
 from bench.errors import BenchError
+from bench.noise import randn
 
 SIGMA_DATA, P_MEAN, P_STD = 0.5, -1.2, 1.2        # Table 1, "ours" column
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0      # eq. 5, Algorithm 1
@@ -149,12 +150,14 @@ class EDM:
         return Precond(model, self)
 
     def loss(self, model, x0: torch.Tensor, *, generator: torch.Generator | None = None,
-             t: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+             t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None):
         """EDM loss λ(σ) ‖D(x_0 + σ n; σ) − x_0‖² (mean over C, H, W) -> (loss [B], t [B]).
 
         Computed as ‖F − (x_0 − c_skip x)/c_out‖², equal since λ c_out² = 1 (eq. 8), without the
         cancellation of D − x_0 at small σ. σ ~ p_train drawn with `generator` unless `t` is given,
         which then picks σ at stratum t of T (`stratum_sigma`: fixed validation noise levels).
+        `mask` ([B or 1, 1, H, W], 1 = scored): the mean over those pixels only (task.loss_on: hole).
         """
         b = x0.shape[0]
         if t is None:
@@ -168,7 +171,11 @@ class EDM:
         x = x0.float() + sigma.view(-1, 1, 1, 1) * noise.float()
         target = (x0.float() - c_skip * x) / c_out
         err = (self.denoiser(model).raw(x, sigma) - target) ** 2
-        return err.mean(dim=tuple(range(1, x0.ndim))), t
+        dims = tuple(range(1, x0.ndim))
+        if mask is None:
+            return err.mean(dim=dims), t
+        mask = mask.to(err.dtype).expand_as(err)
+        return (err * mask).sum(dim=dims) / mask.sum(dim=dims), t
 
     # -- DDPM-timestep views (recon metrics, x̂0 panels): the VP x_t at grid timestep t -----------
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -228,8 +235,7 @@ def solve(model, edm: EDM, x: torch.Tensor, sigmas: torch.Tensor, *, second_orde
 
 def _ode(model, edm: EDM, shape, steps, generator, device, noise, progress, heun: bool, desc: str):
     sigmas = edm.sigmas(resolve_steps(steps), device)
-    x = noise.to(device, torch.float32) if noise is not None else torch.randn(
-        shape, generator=generator, device=device)
+    x = noise.to(device, torch.float32) if noise is not None else randn(shape, generator, device)
     return solve(model, edm, x * sigmas[0], sigmas, second_order=heun, progress=progress,
                  desc=desc).clamp(-1, 1)
 

@@ -220,3 +220,28 @@ def test_recon_view_uses_the_ddpm_x_t_at_its_noise_level():
     sigma2 = (1 - ab) / ab
     expected = x_t / ab.sqrt() * 0.25 / (sigma2 + 0.25)
     assert torch.allclose(e.denoise(Zero(), x_t, t), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_masked_loss_is_the_mean_over_the_scored_pixels():
+    e, net = edm(), Small()
+    x0, noise = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 3, 8, 8)
+    t = torch.tensor([10, 300, 600, 990])
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 4:, :] = 1                                    # the bottom half (task.loss_on: hole)
+    full, _ = e.loss(net, x0, t=t, noise=noise)
+    half, _ = e.loss(net, x0, t=t, noise=noise, mask=mask)
+    ones, _ = e.loss(net, x0, t=t, noise=noise, mask=torch.ones(1, 1, 8, 8))
+    sigma = e.stratum_sigma(t)
+    with torch.no_grad():
+        D = e.denoiser(net)(x0 + sigma.view(-1, 1, 1, 1) * noise, sigma)
+    bottom = loss_weight(sigma) * ((D - x0)[..., 4:, :] ** 2).mean(dim=(1, 2, 3))
+    assert torch.allclose(ones, full) and torch.allclose(half.detach(), bottom, rtol=1e-4)
+
+
+def test_heun_draws_x_T_per_image_whatever_the_batch():
+    """With bench.noise.ImageNoise, image i of the stream is the same alone or in a batch."""
+    from bench.noise import ImageNoise
+    e, net = edm(), Small()
+    both = heun(net, e, (2, 3, 8, 8), steps=3, generator=ImageNoise(7, [0, 1]))
+    second = heun(net, e, (1, 3, 8, 8), steps=3, generator=ImageNoise(7, [1]))
+    assert torch.allclose(both[1:], second, atol=1e-6) and not torch.allclose(both[0], both[1])

@@ -123,6 +123,10 @@ def _check_eval(spec, where: str) -> None:
         if not isinstance(t, int) or not 1 <= t <= spec.diffusion.timesteps:
             raise BenchError(f"{where}: eval.recon_t: {t!r} is out of range; choose integers in "
                              f"1..{spec.diffusion.timesteps} (1-based: t = T is the last step)")
+    if spec.diffusion.formulation == "edm" and spec.task.condition == "paste" \
+            and spec.task.kind != "unconditional":
+        raise BenchError(f"{where}: task.condition: paste puts clean pixels into the noisy input, "
+                         f"which formulation edm rescales by c_in; use condition: concat")
     if spec.diffusion.formulation == "edm" and "roundtrip" in ev.metrics:
         raise BenchError(f"{where}: eval.metrics: roundtrip is a DDIM encode->decode on the DDPM "
                          f"timestep chain; formulation edm has none (recon works: t -> σ via ᾱ_t)")
