@@ -1,4 +1,4 @@
-"""Command line: `python -m bench run | list | report | eval | tune`.
+"""Command line: `python -m bench run | list | report | eval | tune | status`.
 
 Every bad input surfaces as a `BenchError`: one line on stderr naming the file, key and choices,
 exit code 2, no traceback, and nothing written (suites are fully validated before any work).
@@ -16,16 +16,16 @@ import yaml
 from architectures import create, list_architectures
 from bench.cli import eval as eval_cli
 from bench.cli import report as report_cli
+from bench.cli import scale
+from bench.cli import status as status_cli
 from bench.cli import tune as tune_cli
 from bench.config.preflight import preflight
 from bench.config.suite import load_suite
 from bench.device import precision_cost
 from bench.errors import BenchError, one_line
 from bench.metrics.cost import count_params, forward_flops
-from bench.report import write_report
-from bench.run.lock import suite_lock
-from bench.run.results import is_complete, remove_temp_files
-from bench.run.runner import run_suite
+from bench.run.results import is_complete
+from bench.run.runner import RunsCrashed, run_suite
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,19 +51,21 @@ def parser() -> argparse.ArgumentParser:
                           "when tensorboard is installed)")
     run.add_argument("--retry-failed", action="store_true",
                      help="run again the runs that failed (non-finite loss); default: skip them")
+    scale.add_arguments(run)
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="registered architectures with parameters and GFLOPs")
     lst.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 's001_*'")
     lst.add_argument("--image-size", type=int, default=32)
     lst.add_argument("--channels", type=int, default=3)
     lst.set_defaults(func=cmd_list)
-    for module in (report_cli, eval_cli, tune_cli):  # each adds its parser and sets `func`
+    for module in (report_cli, eval_cli, tune_cli, status_cli):  # each adds its parser and sets `func`
         module.add_parser(sub)
     return p
 
 
 def cmd_run(args) -> int:
     suite = load_suite(args.suite, args.set)
+    plan = scale.check(args)  # --workers / --devices / --executor / --slurm, before any work
     if args.dry_run:
         sections = {k: asdict(getattr(suite, k))
                     for k in ("data", "task", "diffusion", "budget", "train", "eval")}
@@ -75,15 +77,28 @@ def cmd_run(args) -> int:
         print_precision(suite)
         return 0
     datasets = preflight(suite)  # every file and device the suite names, before anything is written
-    with suite_lock(Path(args.results) / suite.name) as lock:
-        for path in remove_temp_files(lock.parent):
-            print(f"removed {path} (a write killed part-way)")
-        out = run_suite(suite, args.results, progress=not args.no_progress,
+    if "envs" in plan:
+        return scale.run_parallel(args, suite, plan)
+    if "executor" in plan:
+        return scale.run_jobs(args, suite, plan)
+    worker = args.worker_index
+    log = print if worker is None else lambda line: _say(f"[worker {worker}] {line}")
+    try:
+        out = run_suite(suite, args.results, progress=not args.no_progress and worker is None,
                         retry_failed=args.retry_failed, tensorboard=not args.no_tensorboard,
-                        datasets=datasets)
-    write_report([out], out, metric=suite.eval.metric, direction=suite.eval.direction)
-    print(f"leaderboard: {out / 'leaderboard.md'}  report: {out / 'report.html'}")
+                        datasets=datasets, log=log, keep_going=worker is not None)
+    except RunsCrashed as err:
+        log(str(err))
+        return 1
+    if worker is None:  # a worker leaves the leaderboard to its parent
+        scale.finish(suite, out)
     return 0
+
+
+def _say(line: str) -> None:
+    """One line in one write, so that the lines of concurrent workers do not interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def print_plan(suite, out: Path) -> None:

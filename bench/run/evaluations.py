@@ -21,6 +21,7 @@ from bench.device import resolve_device
 from bench.errors import BenchError
 from bench.metrics.quality import quality_hooks
 from bench.run.build import build_run
+from bench.run.claims import claimed
 from bench.run.curves import load_network
 from bench.run.final import final_evaluation, variant_record
 from bench.run.results import (
@@ -35,15 +36,25 @@ from bench.run.results import (
 )
 
 
-def evaluate_variants(suite, out: Path, dataset_of: Callable, log: Callable[[str], None] = print) -> None:
-    """Every pending (trained run, variant) evaluation of `suite` under `out`."""
-    pending = [ev for ev in suite.evaluations if ev.variant is not None]
-    for i, ev in enumerate(pending, 1):
-        where = f"[eval {i}/{len(pending)}] {ev.eval_id}"
+def evaluate_variants(suite, out: Path, dataset_of: Callable, log: Callable[[str], None] = print,
+                      *, run_ids: set[str] | None = None, wait: bool = True) -> None:
+    """Every pending (trained run, variant) evaluation of `suite` under `out` (of the trained runs
+    `run_ids` only, if given), each claimed first as a run is (`bench.run.claims`)."""
+    pending = [ev for ev in suite.evaluations if ev.variant is not None
+               and (run_ids is None or ev.train.run_id in run_ids)]
+    where = {ev.eval_id: f"[eval {i}/{len(pending)}] {ev.eval_id}" for i, ev in enumerate(pending, 1)}
+
+    def to_do(ev) -> bool:
         if is_complete(out / ev.eval_id):
-            log(f"{where}: complete, skipped")
-            continue
-        log(f"{where}: {ev.label}, seed {ev.train.seed}")
+            log(f"{where[ev.eval_id]}: complete, skipped")
+            return False
+        return True
+
+    for ev, _ in claimed(pending, lambda ev: out / ev.eval_id, to_do, log=log, wait=wait,
+                         label=lambda ev: where[ev.eval_id]):
+        if is_complete(out / ev.eval_id):
+            continue  # finished by another worker between the look and the claim
+        log(f"{where[ev.eval_id]}: {ev.label}, seed {ev.train.seed}")
         evaluate(ev.spec, ev.variant, out / ev.train.run_id, out / ev.eval_id, dataset_of(ev.spec))
 
 

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,15 +77,25 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def remove_temp_files(folder: str | Path) -> list[Path]:
-    """Delete the temporary files a killed write left below `folder`; returns them."""
+def remove_temp_files(folder: str | Path, older_than: float | None = None) -> list[Path]:
+    """Delete the temporary files a killed write left below `folder`; returns them. With
+    `older_than`, only those untouched for that many seconds (a live writer's file is fresh)."""
     found = sorted(Path(folder).rglob(f"{TEMP_PREFIX}*")) if Path(folder).is_dir() else []
+    if older_than is not None:
+        found = [p for p in found if _age(p) > older_than]
     for path in found:  # a temporary folder too (the TensorBoard events, bench.run.tensorboard)
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
     return found
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def read_result(run_dir: str | Path) -> dict | None:

@@ -26,6 +26,7 @@ from bench.errors import BenchError, warn
 from bench.metrics.cost import model_cost
 from bench.metrics.quality import quality_hooks
 from bench.run.build import build_run
+from bench.run.claims import ClaimLost, claimed, stale_seconds
 from bench.run.context import RunContext
 from bench.run.evaluate import validation_loss
 from bench.run.evaluations import evaluate_variants
@@ -40,6 +41,7 @@ from bench.run.results import (
     save_checkpoint,
     write_json,
 )
+from bench.run.state import skip_reason, status_or_redo
 from bench.run.stopping import best_point, keep_best, observe
 from bench.run.tensorboard import NOT_INSTALLED, available, events_hook
 from bench.train.loop import Diverged, checkpoint_state, train
@@ -49,71 +51,80 @@ Hook = Callable[[str, RunContext], dict | None]  # hook(phase "train" | "final",
 
 def run_suite(suite, results_root: str | Path = "results", *, progress: bool = True,
               log: Callable[[str], None] = print, retry_failed: bool = False,
-              tensorboard: bool = True, datasets: DatasetMemo | None = None) -> Path:
-    """Run every planned run not yet complete; returns the suite's results folder. A run that
-    failed (non-finite loss) is skipped unless `retry_failed`; an unreadable result is redone.
-    `tensorboard`: also write each run's curves as TensorBoard events (when it is installed);
-    `datasets`: the preflight's loaded datasets, reused."""
-    out = Path(results_root) / suite.name
+              tensorboard: bool = True, datasets: DatasetMemo | None = None,
+              run_ids: set[str] | None = None, wait: bool = True, keep_going: bool = False) -> Path:
+    """Run every planned run not yet complete (or only `run_ids`); returns the suite's results
+    folder. Each run is claimed first (`bench.run.claims`): a run another live process holds is
+    waited for (`wait`) or skipped. A run that failed before this call started is skipped unless
+    `retry_failed`; an unreadable result is redone. `keep_going`: a run that crashes is logged
+    and the next one taken (workers). `tensorboard`: also write each run's curves as TensorBoard
+    events (when installed); `datasets`: the preflight's loaded datasets, reused."""
+    out, started = Path(results_root) / suite.name, time.time()
     if tensorboard and not available():
         log(NOT_INSTALLED)
+    for path in remove_temp_files(out, older_than=stale_seconds()):  # a writer that died long ago
+        log(f"removed {path} (a write killed part-way)")
     write_json(out / "suite.json", suite_record(suite))
     datasets = datasets or DatasetMemo()
-    bar = SuiteProgress(len(suite.runs), sum(_to_do(out / s.run_id, retry_failed) for s in suite.runs))
-    for i, spec in enumerate(suite.runs, 1):
-        run_dir, where = out / spec.run_id, f"[{i}/{len(suite.runs)}] {spec.run_id}"
-        remove_temp_files(run_dir)
-        status = _status(run_dir)
-        if status == "complete":
-            log(f"{where}: complete, skipped")
-            continue
-        if status == "failed" and not retry_failed:
-            log(f"{where}: failed earlier, skipped (--retry-failed runs it again)")
-            continue
-        retry = "; failed earlier, retrying" if status == "failed" else ""
-        fold = "" if spec.fold is None else f"fold {spec.fold}, "
-        log(f"{where}: {spec.entry.arch}, {fold}seed {spec.seed}{retry}")
-        if progress:  # the suite's line above the run's tqdm bar (stderr, as the bar)
-            to_stderr(bar.begin(i, spec.entry.name, spec.seed))
-        record = run_one(spec, run_dir, datasets(spec.data), progress=progress,
-                         tensorboard=tensorboard)
-        bar.end()
-        if record.get("status") == "failed":
-            log(f"{where}: failed: {record['error']}; the suite goes on (--retry-failed runs it again)")
-    evaluate_variants(suite, out, lambda spec: datasets(spec.data), log)
+    specs = [s for s in suite.runs if run_ids is None or s.run_id in run_ids]
+    index = {s.run_id: i for i, s in enumerate(suite.runs, 1)}
+    where = {r: f"[{i}/{len(suite.runs)}] {r}" for r, i in index.items()}
+    bar = SuiteProgress(len(suite.runs), sum(skip_reason(out / s.run_id, retry_failed, started) is None
+                                            for s in specs))
+
+    def pending(spec) -> bool:
+        reason = skip_reason(out / spec.run_id, retry_failed, started)
+        if reason:
+            log(f"{where[spec.run_id]}: {reason}")
+        return reason is None
+
+    crashed = []
+    for spec, claim in claimed(specs, lambda s: out / s.run_id, pending, log=log, wait=wait,
+                               label=lambda s: where[s.run_id]):
+        try:
+            _claimed_run(spec, out / spec.run_id, index[spec.run_id], where[spec.run_id], claim,
+                         datasets, bar, log,
+                         progress=progress, tensorboard=tensorboard, retry_failed=retry_failed,
+                         started=started)
+        except Exception as err:
+            if not keep_going:
+                raise
+            log(f"{where[spec.run_id]}: crashed: {type(err).__name__}: {err}; taking the next run")
+            crashed.append(spec.run_id)
+    evaluate_variants(suite, out, lambda spec: datasets(spec.data), log, run_ids=run_ids, wait=wait)
+    if crashed:
+        raise RunsCrashed(f"{len(crashed)} run(s) crashed: {', '.join(crashed)}")
     return out
 
 
-def _recorded_status(run_dir: Path) -> str | None:
-    """"complete" | "failed" | another recorded status | None (no result); BenchError if unreadable."""
-    result = read_result(run_dir)
-    if result is None:
-        return None
-    return "failed" if result.get("failure") else result.get("status")
+class RunsCrashed(Exception):
+    """Runs of a worker (`keep_going`) crashed; the others were done."""
 
 
-def _status(run_dir: Path) -> str | None:
-    """The run's recorded status; an unreadable result.json is reported and the run redone."""
-    try:
-        return _recorded_status(run_dir)
-    except BenchError as err:
-        warn(f"{err}; the run is redone")
-        (run_dir / RESULT).unlink(missing_ok=True)
-        return None
-
-
-def _to_do(run_dir: Path, retry_failed: bool) -> bool:
-    """Whether this invocation will train the run (for the ETA; reads, never changes, the folder)."""
-    try:
-        status = _recorded_status(run_dir)
-    except BenchError:
-        return True
-    return status != "complete" and (status != "failed" or retry_failed)
+def _claimed_run(spec, run_dir: Path, i: int, where: str, claim, datasets, bar, log, *,
+                 progress: bool, tensorboard: bool, retry_failed: bool, started: float) -> None:
+    """Train one run this process has claimed (unless another finished it meanwhile)."""
+    for path in remove_temp_files(run_dir):  # ours now: whoever wrote them is gone
+        log(f"removed {path} (a write killed part-way)")
+    status = status_or_redo(run_dir)  # an unreadable result.json is removed here, under the claim
+    if skip_reason(run_dir, retry_failed, started):
+        return
+    retry = "; failed earlier, retrying" if status == "failed" else ""
+    fold = "" if spec.fold is None else f"fold {spec.fold}, "
+    log(f"{where}: {spec.entry.arch}, {fold}seed {spec.seed}{retry}")
+    if progress:  # the suite's line above the run's tqdm bar (stderr, as the bar)
+        to_stderr(bar.begin(i, spec.entry.name, spec.seed))
+    record = run_one(spec, run_dir, datasets(spec.data), progress=progress,
+                     tensorboard=tensorboard, hooks=[claim.check])
+    bar.end()
+    if record.get("status") == "failed":
+        log(f"{where}: failed: {record['error']}; the suite goes on (--retry-failed runs it again)")
 
 
 def suite_record(suite) -> dict:
     """What the report needs of the suite itself: entry order, baseline, ranking metric, raw YAML."""
     return {"name": suite.name, "path": suite.path, "description": suite.description,
+            "runs": [s.run_id for s in suite.runs],  # every planned run (`bench status`)
             "entries": list(dict.fromkeys(e.label for e in suite.evaluations))  # leaderboard rows
             or [m.name for m in suite.models], "seeds": list(suite.seeds),
             "baseline": _baseline_label(suite), "metric": suite.eval.metric,
@@ -150,6 +161,8 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
                           failure={"reason": "non-finite training loss", "step": err.step,
                                    "loss": str(err.loss)})
         write_json(ctx.run_dir / RESULT, ctx.record)
+    except ClaimLost:  # another worker owns the run now: write nothing
+        raise
     except BaseException as err:  # keep the partial result, say why it stopped, re-raise
         pruned = isinstance(err, optuna.TrialPruned)
         ctx.record["status"] = "pruned" if pruned else "interrupted" if isinstance(
