@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 import shutil
 import struct
 import subprocess
@@ -183,18 +184,17 @@ def test_cifar10_missing_root_says_where_and_how(tmp_path):
 
 
 def test_cifar10_pipeline(tmp_path, monkeypatch):
-    (tmp_path / "cifar-10-batches-py").mkdir()
-    (tmp_path / "cifar-10-batches-py/data_batch_1").write_bytes(b"x")
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
     rng = np.random.default_rng(0)
     arrays = {True: rng.integers(0, 256, (20, 32, 32, 3), np.uint8), False: rng.integers(0, 256, (10, 32, 32, 3), np.uint8)}
-
-    class FakeCIFAR10:                             # torchvision's .data [N, 32, 32, 3], .targets, .classes
-        def __init__(self, root, train, download):
-            self.data = arrays[train]
-            self.targets = [int(x[0, 0, 0]) % 10 for x in arrays[train]]   # a label we can recompute
-            self.classes = [f"c{i}" for i in range(10)]
-
-    monkeypatch.setattr(datasets_files, "CIFAR10", FakeCIFAR10)
+    parts = [(f"data_batch_{i + 1}", arrays[True][4 * i:4 * i + 4]) for i in range(5)] + [("test_batch", arrays[False])]
+    for name, x in parts:                          # the python batches: CHW rows [N, 3072], labels
+        with open(folder / name, "wb") as f:       # (a label we can recompute from the pixels)
+            pickle.dump({"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1),
+                         "labels": [int(v[0, 0, 0]) % 10 for v in x]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
     d = load_dataset(Cfg(dataset="cifar10", root=str(tmp_path)))
     assert torch.equal(d.train, torch.from_numpy(arrays[True]).permute(0, 3, 1, 2))
     assert d.heldout.shape == (10, 3, 32, 32)

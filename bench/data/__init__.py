@@ -1,7 +1,7 @@
 """Datasets as uint8 tensors, decoded once and cached; training batches drawn on the device.
 
 `DATASETS` maps a name to a loader `cfg -> Dataset` (cfg: any object with the `DataConfig` fields):
-  cifar10        torchvision's `CIFAR10` files in a local root (`download` only when asked)
+  cifar10        CIFAR-10's python batches in a local root, lossless (`download` only when asked)
   folder         any image folder, flat or one sub-folder per class, read recursively; `train/` +
                  `test/` sub-folders (or Fruits-360's `Training/` + `Test/`) are used as the splits
   fashion_mnist  the idx files of Debian's `dataset-fashion-mnist` (/usr/share/datasets) or of `root`
@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from bench.data.cifar import load_cifar10
 from bench.data.files import (  # noqa: F401
     CACHE_VERSION,
     CIFAR_ROOT,
@@ -26,7 +27,6 @@ from bench.data.files import (  # noqa: F401
     Dataset,
     _caps,
     decode_image,
-    load_cifar10,
     load_fashion_mnist,
     load_folder,
 )

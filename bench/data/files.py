@@ -1,4 +1,4 @@
-"""File-backed datasets: CIFAR-10 (torchvision's python batches), Fashion-MNIST (idx files) and any
+"""File-backed datasets: CIFAR-10 (bench/data/cifar.py), Fashion-MNIST (idx files) and any
 image folder, decoded once into uint8 tensors and cached on disk. `bench.data` re-exports all of it.
 
 Images are resized (shorter side, antialiased, torchvision) and centre-cropped to `image_size`.
@@ -30,7 +30,6 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets import CIFAR10
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
@@ -155,27 +154,6 @@ def _from_arrays(train: np.ndarray, heldout: np.ndarray, cfg, labels=None) -> tu
 
 
 # ---------------------------------------------------------------- loaders
-
-def load_cifar10(cfg) -> Dataset:
-    """torchvision's CIFAR-10 python batches under `root`: train -> train, test -> held-out."""
-    root = Path(cfg.root or CIFAR_ROOT).expanduser().resolve()
-    root = root.parent if root.name == "cifar-10-batches-py" else root
-    folder = root / "cifar-10-batches-py"
-    if not folder.is_dir():
-        if not cfg.download:
-            raise BenchError(f"data.root: CIFAR-10 not found (looked for {folder}); "
-                             "set data.download: true to fetch it with torchvision")
-        CIFAR10(str(root), train=True, download=True)
-    rows = _stat_rows(sorted(p for p in folder.iterdir() if p.is_file()))
-    key = {"root": str(root), "files": _fingerprint(rows), "seed": cfg.seed if cfg.limit else None}
-
-    def build():
-        train, test = (CIFAR10(str(root), train=s, download=False) for s in (True, False))
-        x, h, tl, hl = _from_arrays(train.data, test.data, cfg, (train.targets, test.targets))
-        return x, h, {"source": str(folder), "split": "CIFAR-10 train / test"}, (tl, hl, train.classes)
-
-    return _cached(cfg, key, build)
-
 
 def load_fashion_mnist(cfg) -> Dataset:
     """Fashion-MNIST idx files (gzipped or not) found under `root` or /usr/share/datasets."""
