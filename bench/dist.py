@@ -13,10 +13,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+_ALONE = False   # set by `alone()`: this process goes on by itself (rank 0 after the training)
+
 
 def active() -> bool:
-    """Whether a process group is initialized (torchrun, even with one rank)."""
-    return dist.is_available() and dist.is_initialized()
+    """Whether this process runs with its torchrun group (initialized, even with one rank)."""
+    return not _ALONE and dist.is_available() and dist.is_initialized()
+
+
+def alone() -> None:
+    """From now on this process does without the group (every collective here the identity): rank 0
+    once the other ranks have left, for work that is not sharded (eval variants, the report)."""
+    global _ALONE
+    _ALONE = True
 
 
 def world() -> int:
@@ -24,7 +33,12 @@ def world() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def backend() -> str | None:
+    """The group's backend (gloo, nccl, or cpu:gloo,cuda:nccl); None without a group."""
+    return str(dist.get_backend()) if active() else None
 
 
 def is_main() -> bool:
@@ -72,10 +86,19 @@ def all_gather(obj) -> list:
     return out
 
 
-def all_max(value: float, device="cpu") -> float:
-    """The largest `value` over the ranks (a `seconds` budget: all ranks stop at the same step)."""
+def all_max(*values: float) -> list[float]:
+    """The largest of each value over the ranks (the training clock: all ranks stop at one step)."""
     if not active():
-        return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
+    return t.tolist()
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """The elementwise sum of `t` over the ranks (a new tensor; `t` itself without a group)."""
+    if not active():
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t

@@ -24,8 +24,9 @@ from bench.config.suite import load_suite
 from bench.device import precision_cost
 from bench.errors import BenchError, one_line
 from bench.metrics.cost import count_params, forward_flops
+from bench.run import distributed
 from bench.run.results import is_complete
-from bench.run.runner import RunsCrashed, run_suite
+from bench.run.runner import RunsCrashed, run_one, run_suite
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> int:
     suite = load_suite(args.suite, args.set)
     plan = scale.check(args)  # --workers / --devices / --executor / --slurm, before any work
+    distributed.start()   # under torchrun: join the group (bench.run.distributed)
+    distributed.check(suite)
     if args.dry_run:
         sections = {k: asdict(getattr(suite, k))
                     for k in ("data", "task", "diffusion", "budget", "train", "eval")}
@@ -77,6 +80,10 @@ def cmd_run(args) -> int:
         print_precision(suite)
         return 0
     datasets = preflight(suite)  # every file and device the suite names, before anything is written
+    if distributed.follower():   # a torchrun rank > 0: trains what rank 0 announces, writes nothing
+        out = Path(args.results) / suite.name
+        return distributed.follow(suite, lambda spec: run_one(
+            spec, out / spec.run_id, datasets(spec.data), progress=False, tensorboard=False))
     if "envs" in plan:
         return scale.run_parallel(args, suite, plan)
     if "executor" in plan:
@@ -92,6 +99,7 @@ def cmd_run(args) -> int:
         return 1
     if worker is None:  # a worker leaves the leaderboard to its parent
         scale.finish(suite, out)
+    distributed.stop()
     return 0
 
 

@@ -31,7 +31,7 @@ RANGES = {
     "diffusion.edm.p_std": "(0, 20]", "diffusion.edm.sigma_min": "(0, inf)",
     "diffusion.edm.sigma_max": "(0, inf)", "diffusion.edm.rho": "(0, inf)",
     "budget.kimg": ONE_IMAGE, "budget.steps": "[1, inf)", "budget.seconds": "(0, inf)",
-    "train.batch_size": "[1, 65536]", "train.lr": "(0, inf)", "train.betas": "[0, 1)",
+    "train.batch_size": "[1, 65536]", "train.micro_batch": "[1, 65536]", "train.lr": "(0, inf)", "train.betas": "[0, 1)",
     "train.weight_decay": "[0, inf)", "train.eps": "(0, inf)", "train.warmup_kimg": "[0, inf)",
     "train.lr_min": "[0, inf)", "train.cycle_kimg": ONE_IMAGE, "train.cycle_mult": "[1, inf)",
     "train.grad_clip": "(0, inf)", "train.ema_decay": "[0, 1)", "train.ema_start_step": "[0, inf)",

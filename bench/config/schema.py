@@ -96,7 +96,9 @@ class EarlyStopConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 128
+    batch_size: int = 128             # global batch: split over the ranks under torchrun
+    micro_batch: int | None = None    # most images per forward/backward on a rank (gradient
+                                      # accumulation); None = the rank's whole share at once
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0

@@ -38,7 +38,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become fold
 # Keys added after run ids existed: at their schema default they stay out of the hashed config, so
 # the run ids of suites that do not use them never change.
 OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"), ("task", "condition"), ("task", "loss_on"),
-                 ("diffusion", "formulation"), ("diffusion", "edm"))
+                 ("diffusion", "formulation"), ("diffusion", "edm"),
+                 ("train", "micro_batch"))
 TOP_KEYS = {"name", "description", "baseline", "seeds", "folds", "models", "search", *SECTIONS}
 
 

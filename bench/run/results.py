@@ -4,6 +4,8 @@ Layout: `results/<suite>/<run_id>/{result.json, samples.png, checkpoint.pt}`. Ev
 to a temporary name in the same folder (prefix `.bench-tmp-`) and moved into place with
 `os.replace`, so a crash never leaves a half-written result behind (a reader sees the old file or
 the new one); a kill during a write leaves the temporary file, which the next `bench run` removes.
+Under torchrun only rank 0 writes: on the other ranks every writer here (`write_json`, `write_with`,
+`save_checkpoint`, `remove_temp_files`) does nothing, so they can run the same code path.
 
 Nothing read from a results folder runs code: checkpoints are saved as plain types (`plain`) and
 loaded with `torch.load(weights_only=True)` (PyTorch's safe unpickler); an unreadable result.json or
@@ -29,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench import dist
 from bench.errors import BenchError, warn
 
 RESULT = "result.json"
@@ -57,12 +60,16 @@ def atomic_path(path: str | Path):
 
 
 def write_json(path: str | Path, data: Any) -> None:
+    if not dist.is_main():
+        return
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
 def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Atomically write `path` with `writer(tmp_path)` (torch.save, save_image, df.to_csv...)."""
+    if not dist.is_main():
+        return
     with atomic_path(path) as tmp:
         writer(tmp)
 
@@ -80,6 +87,8 @@ def _jsonable(value: Any) -> Any:
 def remove_temp_files(folder: str | Path, older_than: float | None = None) -> list[Path]:
     """Delete the temporary files a killed write left below `folder`; returns them. With
     `older_than`, only those untouched for that many seconds (a live writer's file is fresh)."""
+    if not dist.is_main():
+        return []
     found = sorted(Path(folder).rglob(f"{TEMP_PREFIX}*")) if Path(folder).is_dir() else []
     if older_than is not None:
         found = [p for p in found if _age(p) > older_than]

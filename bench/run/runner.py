@@ -8,6 +8,8 @@ in progress (or pruned by Optuna) has `status: running|pruned` and its partial h
 
 The run's parts come from `bench.run.build.build_run` as one typed `RunContext`; every evaluation
 hands hooks `ctx.evaluating(net, state, point)` (see `bench.metrics.hook` for the hook contract).
+Under torchrun rank 0 runs this loop and announces each run to the other ranks, which train it
+with it (`bench.run.distributed`); only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -19,12 +21,14 @@ from pathlib import Path
 import optuna
 import torch
 
+from bench import dist
 from bench.config.schema import BudgetConfig
 from bench.data import DatasetMemo
 from bench.device import resolve_device
 from bench.errors import BenchError, warn
 from bench.metrics.cost import model_cost
 from bench.metrics.quality import quality_hooks
+from bench.run import distributed
 from bench.run.build import build_run
 from bench.run.claims import ClaimLost, claimed, stale_seconds
 from bench.run.context import RunContext
@@ -91,6 +95,7 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
                 raise
             log(f"{where[spec.run_id]}: crashed: {type(err).__name__}: {err}; taking the next run")
             crashed.append(spec.run_id)
+    distributed.release()  # torchrun: the other ranks leave; variants and report on rank 0 alone
     evaluate_variants(suite, out, lambda spec: datasets(spec.data), log, run_ids=run_ids, wait=wait)
     if crashed:
         raise RunsCrashed(f"{len(crashed)} run(s) crashed: {', '.join(crashed)}")
@@ -143,6 +148,8 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
     """Train and evaluate one run; writes result.json, samples.png and checkpoint.pt atomically
     (and the TensorBoard events of its curves, bench.run.tensorboard, unless `tensorboard` is off)."""
     wall_start = time.perf_counter()
+    distributed.announce(spec.run_id)  # torchrun: the other ranks train it too
+    progress, tensorboard = progress and dist.is_main(), tensorboard and dist.is_main()
     ctx = build_run(spec, dataset, resolve_device(spec.train.device), run_dir)
     ctx.record["metrics"].update(model_cost(ctx.model, spec.data.channels + ctx.task.cond_channels,
                                             spec.data.image_size))

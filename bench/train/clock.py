@@ -13,6 +13,9 @@ mean), the next check comes after k = max(1, floor((budget - done) / (2 tau))) s
 step time that does not double within a segment the check lands before the budget, the remaining
 time halves at each check, and the last O(1) steps are checked one by one, as a per-step clock
 would. That is O(log(budget / tau)) syncs per run instead of one per step.
+
+Under torchrun every measurement is the maximum over the ranks (`bench.dist.all_max` of `done` and
+tau), so the ranks share one clock, check a `seconds` budget at the same steps and stop together.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import math
 import time
 
 import torch
+
+from bench import dist
 
 
 class StepClock:
@@ -63,6 +68,9 @@ class StepClock:
         self.done += seconds
         if steps:
             self.tau = seconds / steps
+        if dist.active():  # one clock for all ranks: the slowest rank's time
+            self.done, tau = dist.all_max(self.done, self.tau or 0.0)
+            self.tau = tau or None
         self._open()
         return self.done
 

@@ -5,7 +5,10 @@ Only training-step time counts against a `seconds` budget; evaluation (`on_eval`
 log point (every `log_every` steps), an evaluation or the end, and time is measured over segments
 of steps by `bench.train.clock.StepClock` (CUDA events), which also checks a `seconds` budget
 without a per-step sync (at most one step over; the cosine LR of a seconds budget follows the
-clock's host-side estimate between checks). A non-finite loss is found at the next sync point
+clock's host-side estimate between checks). Under torchrun the step is data-parallel
+(`bench.train.parallel`: DDP, the global batch split over the ranks and micro-batches), the clock's
+measurements and the logged losses are reduced over the ranks at each sync point, so every rank
+takes the same decisions and stops at the same step. A non-finite loss is found at the next sync point
 (at most `log_every` steps later) and stops the run with `Diverged` naming the step it happened at. Mixed precision is bf16 autocast on CUDA
 (fp16 with a GradScaler when asked); CPU runs in fp32 (bf16 CPU autocast with `train.cpu_amp`). The state (model, EMA, optimizer, generators,
 counters, history) is one dict so a run can be checkpointed and resumed bit-for-bit.
@@ -19,11 +22,14 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from bench import dist
 from bench.device import amp_in_effect, autocast, compiled
+from bench.errors import warn
 from bench.task import UNCONDITIONAL, Task
 from bench.train.clock import StepClock
 from bench.train.early_stop import stopped
 from bench.train.optim import Budget, lr_at, make_ema, make_optimizer, update_ema
+from bench.train.parallel import Split, sync_at, wrap
 
 
 def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Generator,
@@ -44,7 +50,8 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
     if resume is not None:
         state = _load_state(resume, model, ema, opt, generator, batches)
     state.update(model=model, ema=ema, optimizer=opt, generator=generator, batches=batches)
-    step_fn, amp = compiled(model, cfg.compile), amp_in_effect(device, cfg)
+    split, net = Split.current(getattr(cfg, "micro_batch", None)), wrap(model)
+    step_fn, amp = compiled(net, cfg.compile), amp_in_effect(device, cfg)
     clock, pending = StepClock(device, state["train_seconds"]), []  # losses still on the device
     next_eval = _next_eval(state["images"], every_kimg)
     bar = tqdm(total=budget.total_images(), initial=state["images"], unit="img",
@@ -53,9 +60,9 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
             n := budget.next_batch(state["images"], state["step"], clock.done)) > 0:
         lr = lr_at(cfg, state["images"] / 1000,
                    budget.progress(state["images"], state["step"], clock.estimate()))
-        x0 = next(batches)[:n]
-        pending.append(_step(step_fn, model, diffusion, x0, lr, opt, ema, scaler, cfg, amp,
-                             generator, task, state["step"]))
+        chunks = split.chunks(next(batches)[:max(split.share(n), 1)], n)
+        pending.append(_step(step_fn, net, model, diffusion, chunks, lr, opt, ema, scaler, cfg,
+                             amp, generator, task, state["step"], split.world))
         clock.step()
         state["step"] += 1
         state["images"] += n
@@ -73,22 +80,28 @@ def train(model, diffusion, batches, cfg, budget_cfg, *, generator: torch.Genera
     return state
 
 
-def _step(step_fn, model, diffusion, x0, lr, opt, ema, scaler, cfg, amp, generator, task, step):
-    """One optimizer step and EMA update; returns the loss, left on the device (no sync)."""
+def _step(step_fn, net, model, diffusion, chunks, lr, opt, ema, scaler, cfg, amp, generator,
+          task, step, world):
+    """One optimizer step over this rank's (chunk, weight) list (bench.train.parallel) and the EMA
+    update; returns this rank's part of the step's mean loss, left on the device (no sync)."""
     for group in opt.param_groups:
         group["lr"] = lr
-    with autocast(x0.device, amp):
-        loss = diffusion.loss(task.denoiser(step_fn, x0), x0, generator=generator,
-                              mask=task.loss_mask(x0))[0].mean()
     opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    parts = []
+    for i, (x0, weight) in enumerate(chunks):
+        with sync_at(net, i == len(chunks) - 1):
+            with autocast(x0.device, amp):
+                loss = diffusion.loss(task.denoiser(step_fn, x0), x0, generator=generator,
+                                      mask=task.loss_mask(x0))[0].mean()
+            scaler.scale(loss if weight == 1 else loss * weight).backward()
+        parts.append(loss.detach() if weight == world else loss.detach() * (weight / world))
     if cfg.grad_clip is not None:
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     scaler.step(opt)
     scaler.update()
     update_ema(ema, model, step, cfg.ema_start_step)
-    return loss.detach()
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
 
 
 def _evaluate(state, pending, clock, cfg, bar, on_eval) -> None:
@@ -122,7 +135,7 @@ def _flush(state: dict, pending: list, clock: StepClock, cfg, lr: float | None, 
     """Sync point: read the pending device losses at once, measure the clock; with `lr` (a log
     step, a multiple of `log_every`) add a history point, the mean of its last `log_every` losses."""
     if pending:
-        values = torch.stack(pending).float().tolist()
+        values = dist.all_sum(torch.stack(pending).float()).tolist()  # the global mean losses
         pending.clear()
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         if bad is not None:  # found at this sync point: the run stops, nothing after it is kept
@@ -145,16 +158,29 @@ _COUNTERS = ("step", "images", "train_seconds", "losses", "history", "last_eval_
 
 
 def checkpoint_state(state: dict) -> dict:
-    """Everything needed to resume: weights, optimizer, generator states, counters, history."""
-    return {**copy.deepcopy({k: state[k] for k in _COUNTERS}), "model": state["model"].state_dict(),
-            "ema": state["ema"].state_dict(), "optimizer": state["optimizer"].state_dict(),
-            "generator": state["generator"].get_state(), "batches": state["batches"].state_dict()}
+    """Everything needed to resume: weights, optimizer, generator states, counters, history. Under
+    torchrun (a collective: every rank calls it) also every rank's data and noise streams, `ranks`
+    (tensors, in rank order), so each rank resumes its own."""
+    streams = {"generator": state["generator"].get_state(), "batches": state["batches"].state_dict()}
+    ckpt = {**copy.deepcopy({k: state[k] for k in _COUNTERS}), "model": state["model"].state_dict(),
+            "ema": state["ema"].state_dict(), "optimizer": state["optimizer"].state_dict(), **streams}
+    if dist.active():
+        ckpt.update(ranks=dist.all_gather(streams), world_size=dist.world())
+    return ckpt
 
 
 def _load_state(ckpt: dict, model, ema, opt, generator, batches) -> dict:
     model.load_state_dict(ckpt["model"])
     ema.load_state_dict(ckpt["ema"])
     opt.load_state_dict(ckpt["optimizer"])
-    generator.set_state(ckpt["generator"])
-    batches.load_state_dict(ckpt["batches"])
+    ranks = ckpt.get("ranks") or [{"generator": ckpt["generator"], "batches": ckpt["batches"]}]
+    if len(ranks) == dist.world():
+        generator.set_state(ranks[dist.rank()]["generator"])
+        batches.load_state_dict(ranks[dist.rank()]["batches"])
+    else:  # another world size: this rank's streams restart, seeded by (its seed, images seen)
+        if dist.is_main():
+            warn(f"resuming a {len(ranks)}-rank checkpoint on {dist.world()} ranks: the data "
+                 f"order and noise streams restart (seeded by seed, rank and images seen)")
+        generator.manual_seed(generator.initial_seed() + int(ckpt["images"]))
+        batches.generator.manual_seed(batches.generator.initial_seed() + int(ckpt["images"]))
     return {k: ckpt.get(k) for k in _COUNTERS}
