@@ -221,8 +221,9 @@ def solve(model, edm: EDM, x: torch.Tensor, sigmas: torch.Tensor, *, second_orde
     """Algorithm 1's loop from x at σ_0 down the given σ (ending at 0); x_N unclamped."""
     D = edm.denoiser(model)
     ones = torch.ones(x.shape[0], device=x.device)
-    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc=desc):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    levels = sigmas.tolist()   # host floats: no device sync per step
+    for i in tqdm(range(len(levels) - 1), disable=not progress, desc=desc):
+        s, s_next = levels[i], levels[i + 1]
         with torch.no_grad():
             d = (x - D(x, s * ones)) / s
             x_next = x + (s_next - s) * d

@@ -117,6 +117,15 @@ def test_bad_edm_settings_are_refused_up_front(tmp_path, capsys, change, expect)
     assert not (tmp_path / "r").exists()
 
 
+def test_bench_eval_curves_take_only_the_runs_formulations_samplers(tmp_path):
+    from bench.run.curves import CurveSettings, check_settings
+    spec = load_suite(_write(tmp_path, SUITE)).runs[1]          # the edm entry
+    assert check_settings(CurveSettings(), spec) == [("heun", 10), ("heun", 20), ("heun", 50), ("heun", 100)]
+    assert check_settings(CurveSettings(samplers=("euler",), steps=(7,)), spec) == [("euler", 7)]
+    with pytest.raises(BenchError, match="eval: --sampler: 'ddim' is not a sampler of diffusion.formulation edm"):
+        check_settings(CurveSettings(samplers=("ddim",)), spec)
+
+
 def test_anime_000_has_the_edm_entry_and_resolves():
     suite = load_suite("suites/anime_000.yaml")
     edm = [r for r in suite.runs if r.diffusion.formulation == "edm"]

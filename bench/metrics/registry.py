@@ -50,7 +50,7 @@ class Metric:
 
 
 def _losses() -> list[Metric]:
-    quarters = {1: " (low t)", 4: " (high t)"}
+    quarters = {1: " (low t or σ)", 4: " (high t or σ)"}   # edm: quartiles of its training σ
     return [Metric("val_loss", "val loss", group="loss", in_training=True),
             *[Metric(f"val_loss_q{q}", f"val loss q{q}{quarters.get(q, '')}", group="loss",
                      in_training=True) for q in range(1, 5)],

@@ -113,7 +113,7 @@ def quarters(runs: pd.DataFrame, order):
     long["quarter"] = long["quarter"].str.replace("val_loss_", "")
     fig, (ax,) = _panels(1, width=6.5)
     sns.barplot(long, x="quarter", y="val loss", hue="label", hue_order=order, errorbar="sd", ax=ax)
-    ax.set(title="validation loss per quarter of t (q1 = smallest t)")
+    ax.set(title="validation loss per quarter of t or EDM σ (q1 = least noise)")
     ax.legend(fontsize=7, title=None)
     return fig
 

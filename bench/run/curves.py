@@ -39,7 +39,7 @@ from bench.run.results import (
     write_json,
     write_with,
 )
-from bench.samplers import SAMPLER_OPTIONS, SAMPLERS, resolve_steps
+from bench.samplers import SAMPLER_OPTIONS, SAMPLERS, check_formulation, resolve_steps
 from bench.train.optim import make_ema
 
 PNG_DIR = "curve_samples"   # --png: the first N images of the FID-vs-N sample set, one PNG each
@@ -123,6 +123,7 @@ def check_settings(settings: CurveSettings, spec: RunSpec) -> list[tuple[str, in
     for name in settings.samplers or (spec.eval.sampler,):
         if name not in SAMPLERS:
             raise choices_error("eval: --sampler", "sampler", name, SAMPLERS)
+        check_formulation(spec.diffusion.formulation, name, "eval: --sampler")
         if name == "ddpm":   # the full chain only
             pairs.append((name, T))
             continue
