@@ -92,6 +92,8 @@ BAD = [
     ({"models.1.overrides.eval.metrics": ["fid", "roundtrip"]}, "eval.metrics: roundtrip is a DDIM"),
     ({"models.1.overrides.eval.sampler_opts": {"eta": 0.0}}, "heun option"),
     ({"models.1.overrides.eval.steps": 0}, "eval.steps"),
+    ({"models.1.overrides.eval.variants": [{"name": "d", "sampler": "ddim"}]},
+     "(eval.variants[0] d): eval.sampler: 'ddim' is not a sampler of diffusion.formulation edm"),
     ({"task": {"kind": "inpaint", "condition": "paste", "loss_on": "hole"}, "eval.metrics": ["fid"]},
      "task.condition: paste puts clean pixels into the noisy input"),
 ]
