@@ -73,6 +73,9 @@ class DiT(nn.Module):
         super().__init__()
         if hidden_size % num_heads or hidden_size % 4:
             raise BenchError(f"dit: hidden_size {hidden_size} must be divisible by 4 and by num_heads {num_heads}")
+        if not isinstance(image_size, int):
+            raise BenchError(f"dit: square images only (its position grid is square), got image_size "
+                             f"{list(image_size)}")
         check_size(image_size, patch_size, "dit")
         self.downsample_factor, self.out_channels = patch_size, out_channels
         self.grid = image_size // patch_size

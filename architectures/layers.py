@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from timm.layers import Attention, Mlp
 
 from bench.errors import BenchError
+from bench.images import hw
 
 SKIP_SCALE = 1.0 / math.sqrt(2.0)
 
@@ -59,10 +60,19 @@ def zero_(module: nn.Module) -> nn.Module:
     return module
 
 
-def check_size(image_size: int, factor: int, name: str) -> None:
-    """Raise a BenchError unless `image_size` is divisible by the model's down-sampling factor."""
-    if image_size % factor:
-        raise BenchError(f"{name}: image_size {image_size} is not divisible by its down-sampling factor {factor}")
+def check_size(image_size, factor: int, name: str) -> None:
+    """Raise a BenchError unless `image_size` (S, or [H, W]: each side) is divisible by the model's
+    down-sampling factor."""
+    for side in hw(image_size):
+        if side % factor:
+            shown = image_size if isinstance(image_size, int) else list(image_size)
+            raise BenchError(f"{name}: image_size {shown} is not divisible by its down-sampling "
+                             f"factor {factor}")
+
+
+def short_side(image_size) -> int:
+    """The shorter side of `image_size` (S, or [H, W]): the resolution attention levels are named by."""
+    return min(hw(image_size))
 
 
 # ---------------------------------------------------------------------------------------------

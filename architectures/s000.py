@@ -100,7 +100,7 @@ class UNet000(nn.Module):
         self,
         in_channels: int = 3,                 # image channels
         out_channels: int = 3,                # predicted channels (eps)
-        image_size: int = 64,                 # input H = W
+        image_size: int = 64,                 # input S or [H, W]
         base_channels: int = 32,              # width unit
         down_mult: tuple = (1, 2, 4, 8),      # down_channels / base
         mid_mult: tuple = (8, 8, 4),          # mid_channels / base

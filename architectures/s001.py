@@ -150,7 +150,7 @@ class UNet001(nn.Module):
         self,
         in_channels: int = 3,             # image channels
         out_channels: int = 3,            # predicted channels (eps)
-        image_size: int = 32,             # input H = W
+        image_size: int = 32,             # input S or [H, W]
         base_channels: int = 64,          # width unit
         channel_mult: tuple = (1, 2, 4, 4),  # width per resolution, x base (0.5 allowed)
         mid_mult: int = 8,                # bottleneck width, x base

@@ -65,7 +65,7 @@ class UNet002(nn.Module):
         self,
         in_channels: int = 3,             # noisy-image channels
         out_channels: int = 3,            # predicted channels (eps)
-        image_size: int = 64,             # input H = W
+        image_size: int = 64,             # input S or [H, W]
         base_channels: int = 64,          # first-level width
         channel_mult: tuple = (1, 2, 4, 8),  # width per level, x base
         num_raa: int = 3,                 # residual+attention blocks at the bottleneck

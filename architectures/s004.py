@@ -68,7 +68,7 @@ class UNet004(nn.Module):
         self,
         in_channels: int = 3,             # image channels
         out_channels: int = 3,            # predicted channels (eps)
-        image_size: int = 64,             # input H = W (divisible by 2**levels)
+        image_size: int = 64,             # input S or [H, W] (divisible by 2**levels)
         base_channels: int = 32,          # first-level width
         levels: int = 5,                  # down-levels (each doubles the width)
         time_dim: int = 32,               # sinusoid width, mapped per level by a Linear

@@ -8,6 +8,7 @@ milliseconds.
 from __future__ import annotations
 
 from . import register
+from .layers import short_side
 from .unet_ddpm import UNet
 
 
@@ -17,7 +18,7 @@ def unet_tiny(image_size: int = 16, **kwargs) -> UNet:
     kwargs.setdefault("base_channels", 16)
     kwargs.setdefault("channel_mult", (1, 2))
     kwargs.setdefault("num_res_blocks", 1)
-    kwargs.setdefault("attention_resolutions", (image_size // 2,))
+    kwargs.setdefault("attention_resolutions", (short_side(image_size) // 2,))
     kwargs.setdefault("dropout", 0.0)
     kwargs.setdefault("norm_groups", 8)
     return UNet(image_size=image_size, **kwargs)

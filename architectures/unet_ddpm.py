@@ -26,6 +26,7 @@ from .layers import (
     Upsample,
     check_size,
     group_norm,
+    short_side,
     time_mlp,
     zero_,
 )
@@ -37,7 +38,7 @@ class UNet(nn.Module):
         self,
         in_channels: int = 3,             # image channels
         out_channels: int = 3,            # predicted channels (eps)
-        image_size: int = 32,             # input H = W (sets which levels get attention)
+        image_size: int = 32,             # input S or [H, W] (its shorter side names the attention levels)
         base_channels: int = 128,         # width of the first level ("ch")
         channel_mult: tuple = (1, 2, 2, 2),  # width multiplier per level
         num_res_blocks: int = 2,          # ResBlocks per level (the decoder has one more)
@@ -64,7 +65,7 @@ class UNet(nn.Module):
         self.time_embed = time_mlp(ch, emb_dim)
         self.conv_in = nn.Conv2d(in_channels + cond_channels, ch, 3, padding=1)
 
-        attend = [image_size // 2 ** i in attention_resolutions for i in range(len(channel_mult))]
+        attend = [short_side(image_size) // 2 ** i in attention_resolutions for i in range(len(channel_mult))]
         widths = [ch * m for m in channel_mult]
         make_res = functools.partial(ResBlock, **res_kw)
         make_attn = functools.partial(AttnBlock, **attn_kw)

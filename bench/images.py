@@ -14,6 +14,17 @@ import torch
 from bench.errors import BenchError
 
 
+def hw(size) -> tuple[int, int]:
+    """`data.image_size` as (H, W): an int S is S x S (square), [H, W] is itself."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def size_label(size) -> str:
+    """`32` for a square, `108x88` (H x W) otherwise: file names, report groups."""
+    h, w = hw(size)
+    return f"{h}" if h == w else f"{h}x{w}"
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] (x / 127.5 - 1)."""
     return x.float().div(127.5).sub(1.0)

@@ -35,15 +35,16 @@ MASKS = ("bottom_half", "top_half", "left_half", "right_half", "center")
 HeldOut = Callable[[int, int], torch.Tensor]  # (n, offset) -> held-out images [n, C, H, W] in [-1, 1]
 
 
-def keep_mask(mask: str, size: int, device=None) -> torch.Tensor:
-    """[1, 1, H, W] float mask, 1 where pixels are given, 0 where the model must generate them."""
-    keep = torch.ones(1, 1, size, size, device=device)
-    half, quarter = size // 2, size // 4
-    region = {"bottom_half": (slice(half, None), slice(None)),
-              "top_half": (slice(None, half), slice(None)),
-              "right_half": (slice(None), slice(half, None)),
-              "left_half": (slice(None), slice(None, half)),
-              "center": (slice(quarter, size - quarter), slice(quarter, size - quarter))}[mask]
+def keep_mask(mask: str, size, device=None) -> torch.Tensor:
+    """[1, 1, H, W] float mask (`size` S or (H, W)), 1 where pixels are given, 0 where the model
+    must generate them: the halves split at H // 2 (rows) or W // 2 (columns)."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    keep = torch.ones(1, 1, h, w, device=device)
+    region = {"bottom_half": (slice(h // 2, None), slice(None)),
+              "top_half": (slice(None, h // 2), slice(None)),
+              "right_half": (slice(None), slice(w // 2, None)),
+              "left_half": (slice(None), slice(None, w // 2)),
+              "center": (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4))}[mask]
     keep[(0, 0, *region)] = 0
     return keep
 
@@ -89,11 +90,11 @@ class Inpaint(Task):
 
     def denoiser(self, model, x0: torch.Tensor):
         if self.cfg.condition == "paste":
-            return Pasted(model, x0, keep_mask(self.cfg.mask, x0.shape[-1], x0.device))
+            return Pasted(model, x0, keep_mask(self.cfg.mask, x0.shape[-2:], x0.device))
         return Conditioned(model, make_condition(self.cfg, x0))
 
     def loss_mask(self, x0: torch.Tensor) -> torch.Tensor | None:
-        return 1 - keep_mask(self.cfg.mask, x0.shape[-1], x0.device) if self.cfg.loss_on == "hole" \
+        return 1 - keep_mask(self.cfg.mask, x0.shape[-2:], x0.device) if self.cfg.loss_on == "hole" \
             else None
 
     def given(self, n: int, offset: int = 0) -> torch.Tensor:
@@ -135,7 +136,7 @@ def cond_channels(cfg, channels: int) -> int:
 
 def make_condition(cfg, x0: torch.Tensor) -> torch.Tensor:
     """The conditioning channels for clean images x0 in [-1, 1]: known pixels and the mask."""
-    keep = keep_mask(cfg.mask, x0.shape[-1], x0.device).expand(x0.shape[0], 1, -1, -1)
+    keep = keep_mask(cfg.mask, x0.shape[-2:], x0.device).expand(x0.shape[0], 1, -1, -1)
     return torch.cat([x0 * keep, keep], dim=1)
 
 
@@ -164,13 +165,13 @@ class Pasted(nn.Module):
 
 def composite(cfg, samples: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """Known pixels pasted back over the generated ones."""
-    keep = keep_mask(cfg.mask, x0.shape[-1], x0.device)
+    keep = keep_mask(cfg.mask, x0.shape[-2:], x0.device)
     return keep * x0 + (1 - keep) * samples
 
 
 def inpaint_psnr(cfg, samples: torch.Tensor, x0: torch.Tensor) -> float:
     """PSNR (dB, images in [0, 1]) of the generated region against the ground truth."""
-    hole = 1 - keep_mask(cfg.mask, x0.shape[-1], x0.device)
+    hole = 1 - keep_mask(cfg.mask, x0.shape[-2:], x0.device)
     err = ((samples - x0) / 2) ** 2 * hole
     mse = err.sum() / (hole.sum() * x0.shape[0] * x0.shape[1])
     return float(10 * torch.log10(1 / mse.clamp(min=1e-12)))

@@ -25,6 +25,7 @@ from bench.diffusion import (
     Diffusion,
 )
 from bench.errors import BenchError, choices_error
+from bench.images import hw
 from bench.metrics import registry
 from bench.metrics.classify import Recipe
 from bench.samplers import (
@@ -52,8 +53,8 @@ def check_run(spec, where: str, entry_path: str, check_models: bool = True):
     params, factor = model_summary(entry.arch, json.dumps(kwargs, sort_keys=True),
                                    spec.data.channels, spec.data.image_size, where, entry_path,
                                    cond_channels(spec.task, spec.data.channels))
-    if spec.data.image_size % factor:
-        raise BenchError(f"{where}: data.image_size: {spec.data.image_size} is not divisible by "
+    if any(side % factor for side in hw(spec.data.image_size)):
+        raise BenchError(f"{where}: data.image_size: {_size(spec.data.image_size)} is not divisible by "
                          f"{factor}, the down-sampling factor of {entry_path} ({entry.arch})")
     return replace(spec, entry=entry, capacity=capacity, params=params)
 
@@ -271,11 +272,11 @@ def _probe(arch: str, kwargs: dict, channels: int, image_size: int, cond: int):
         warnings.simplefilter("ignore", UserWarning)   # "zero-element tensors" of a zero width
         model = create(arch, in_channels=channels, out_channels=channels, image_size=image_size,
                        cond_channels=cond or None, **kwargs)
-        x = torch.zeros(2, channels + cond, image_size, image_size)
+        x = torch.zeros(2, channels + cond, *hw(image_size))
         out = model.eval()(x, torch.zeros(2, dtype=torch.long))
-    if tuple(out.shape) != (2, channels, image_size, image_size):
+    if tuple(out.shape) != (2, channels, *hw(image_size)):
         raise ValueError(f"output shape {list(out.shape)} is not the input's "
-                         f"{[2, channels, image_size, image_size]}")
+                         f"{[2, channels, *hw(image_size)]}")
     return model
 
 
@@ -290,4 +291,9 @@ def _refused(err, arch, kwargs, channels, image_size, cond, where, entry_path) -
         path = f"{entry_path}.kwargs.{key}"
         break
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return BenchError(f"{where}: {path}: {arch} at data.image_size {image_size}: {text}")
+    return BenchError(f"{where}: {path}: {arch} at data.image_size {_size(image_size)}: {text}")
+
+
+def _size(image_size) -> str:
+    """`32`, or `[108, 88]` as written in YAML."""
+    return str(image_size) if isinstance(image_size, int) else str(list(image_size))

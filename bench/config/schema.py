@@ -26,7 +26,7 @@ class FoldsConfig:
 class DataConfig:
     dataset: str = "synthetic"        # a key of bench.data.DATASETS
     root: str | None = None           # local path of the images (cifar10, folder, fashion_mnist)
-    image_size: int = 32              # square training resolution
+    image_size: int | tuple[int, int] = 32  # S (square S x S) or [H, W]; [S, S] is stored as S
     channels: int = 3                 # 3 = RGB, 1 = grayscale
     download: bool = False            # cifar10 only: fetch with torchvision when explicitly asked
     holdout: float = 0.1              # held-out fraction when the dataset has no test split
@@ -38,6 +38,13 @@ class DataConfig:
     test_root: str | None = None      # folder of the dataset's own test split when `root` is only its
                                       # training part (Fruits-360's Test/ beside Training/): eval.split
     folds: FoldsConfig | None = None  # k-fold cross-validation (bench.data.folds); replaces holdout
+
+    def __post_init__(self):  # [S, S] is the square S: the same run id as `image_size: S`
+        size = self.image_size
+        if isinstance(size, (tuple, list)) and len(size) == 2 and size[0] == size[1]:
+            object.__setattr__(self, "image_size", size[0])
+        elif isinstance(size, list):
+            object.__setattr__(self, "image_size", tuple(size))
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,9 @@ def coerce(hint: Any, value: Any, where: str, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:  # int | tuple[int, int]: the member the value's shape asks for
+            listed = isinstance(value, (list, tuple))
+            inner = [a for a in inner if (typing.get_origin(a) is tuple) == listed] or inner
         return coerce(inner[0], value, where, path)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, where, path)

@@ -33,7 +33,7 @@ from bench.data.files import (  # noqa: F401
 from bench.data.splits import fold_split
 from bench.data.synthetic import draw_shapes
 from bench.errors import BenchError, choices_error
-from bench.images import to_float
+from bench.images import hw, to_float
 
 
 # Infinite epoch-wise shuffled batches on the training device (EDM training/training_loop.py's
@@ -84,7 +84,7 @@ def load_dataset(cfg) -> Dataset:
         raise choices_error("data.dataset", "dataset", cfg.dataset, DATASETS)
     if cfg.channels not in (1, 3):
         raise choices_error("data.channels", "channel count", cfg.channels, (1, 3))
-    if cfg.image_size < 1:
+    if min(hw(cfg.image_size)) < 1:
         raise BenchError(f"data.image_size: must be positive, got {cfg.image_size}")
     if not 0 <= cfg.holdout < 1:
         raise BenchError(f"data.holdout: must be in [0, 1), got {cfg.holdout}")

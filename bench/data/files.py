@@ -37,6 +37,7 @@ from bench.cache import cache_dir
 from bench.data.labels import folder_labels
 from bench.data.splits import holdout_split
 from bench.errors import BenchError
+from bench.images import hw, size_label
 
 CACHE_VERSION = 2                                      # 2: class labels stored too
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
@@ -67,7 +68,7 @@ def _cached(cfg, key: dict, build: Callable[[], tuple]) -> Dataset:
     key = {**key, "dataset": cfg.dataset, "image_size": cfg.image_size, "channels": cfg.channels,
            "limit": cfg.limit, "version": CACHE_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir("data") / f"{cfg.dataset}-{cfg.image_size}px-c{cfg.channels}-{digest}.pt"
+    path = cache_dir("data") / f"{cfg.dataset}-{size_label(cfg.image_size)}px-c{cfg.channels}-{digest}.pt"
     if path.is_file():
         try:
             blob = torch.load(path, weights_only=True)
@@ -129,13 +130,19 @@ def _pick(n: int, k: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), k))
 
 
-def _resize_crop(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
-    """Resize the shorter side to `size` (antialiased) and centre-crop to size×size; [..., C, H, W]."""
-    if tuple(x.shape[-2:]) == (size, size):
+def _resize_crop(x: torch.Tensor, size, chunk: int = 4096) -> torch.Tensor:
+    """Resize (antialiased) to cover `size` (S or (H, W)) and centre-crop to it; [..., C, H, W].
+    A square S resizes the shorter side to S; [H, W] scales by max(H/h, W/w) (neither side below)."""
+    h, w = hw(size)
+    if tuple(x.shape[-2:]) == (h, w):
         return x
     if x.ndim == 4 and len(x) > chunk:
         return torch.cat([_resize_crop(x[i:i + chunk], size) for i in range(0, len(x), chunk)])
-    return TF.center_crop(TF.resize(x, size, antialias=True), [size, size])
+    if h == w:
+        return TF.center_crop(TF.resize(x, h, antialias=True), [h, w])
+    scale = max(h / x.shape[-2], w / x.shape[-1])
+    cover = [max(h, round(x.shape[-2] * scale)), max(w, round(x.shape[-1] * scale))]
+    return TF.center_crop(TF.resize(x, cover, antialias=True), [h, w])
 
 
 def _from_arrays(train: np.ndarray, heldout: np.ndarray, cfg, labels=None) -> tuple:
@@ -224,9 +231,9 @@ def _split_folder(rels: list[str], cfg) -> tuple[list[str], list[str], str]:
 
 
 def _decode_all(paths: list[Path], cfg) -> torch.Tensor:
-    """Decode `paths` in parallel threads (PIL releases the GIL) into uint8 [N, C, S, S]."""
+    """Decode `paths` in parallel threads (PIL releases the GIL) into uint8 [N, C, H, W]."""
     s = cfg.image_size
-    out = torch.empty(len(paths), cfg.channels, s, s, dtype=torch.uint8)
+    out = torch.empty(len(paths), cfg.channels, *hw(s), dtype=torch.uint8)
 
     def work(i):
         out[i] = decode_image(paths[i], s, cfg.channels)
@@ -239,12 +246,14 @@ def _decode_all(paths: list[Path], cfg) -> torch.Tensor:
     return out
 
 
-def decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
-    """One file -> uint8 [C, size, size]: PIL decode (JPEG draft-scaled, never below `size`), resize, crop."""
+def decode_image(path: Path, size, channels: int) -> torch.Tensor:
+    """One file -> uint8 [C, H, W] (`size` S or (H, W)): PIL decode (JPEG draft-scaled, never below
+    the size), resize, crop."""
     mode = "RGB" if channels == 3 else "L"
+    h, w = hw(size)
     try:
         with Image.open(path) as im:
-            im.draft(mode, (size, size))        # JPEG: DCT-domain downscale, both sides stay >= size
+            im.draft(mode, (w, h))              # JPEG: DCT-domain downscale, both sides stay >= size
             x = TF.pil_to_tensor(im.convert(mode))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise BenchError(f"data.root: cannot decode {path}: {e}") from None

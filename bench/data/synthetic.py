@@ -15,17 +15,20 @@ import math
 
 import torch
 
+from bench.images import hw
+
 SHAPES = ("circle", "square", "triangle")
 MAX_SHAPES = 3
 _CHUNK = 512                                # images rendered at once (bounds memory, not results)
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
 
 
-def draw_shapes(n: int, size: int, seed: int, channels: int = 3) -> torch.Tensor:
-    """`n` images of `size`×`size` as uint8 [n, channels, size, size], a pure function of (n, size, seed)."""
+def draw_shapes(n: int, size, seed: int, channels: int = 3) -> torch.Tensor:
+    """`n` images of `size` (S or (H, W)) as uint8 [n, channels, H, W], a pure function of
+    (n, size, seed). Non-square: the shapes are drawn in the centred min(H, W) square."""
     g = torch.Generator().manual_seed(seed)
     params = _draw_params(n, g)
-    out = torch.empty(n, channels, size, size, dtype=torch.uint8)
+    out = torch.empty(n, channels, *hw(size), dtype=torch.uint8)
     for lo in range(0, n, _CHUNK):
         chunk = {k: v[lo:lo + _CHUNK] for k, v in params.items()}
         rgb = _render(chunk, size)                                        # float [b,3,S,S] in [0,1]
@@ -53,12 +56,14 @@ def _draw_params(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
     }
 
 
-def _render(p: dict[str, torch.Tensor], size: int) -> torch.Tensor:
+def _render(p: dict[str, torch.Tensor], size) -> torch.Tensor:
     """Composite the shape slots over the background, back to front, with a one-pixel soft edge."""
-    b = p["background"].shape[0]
-    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
-    y, x = torch.meshgrid(coords, coords, indexing="ij")                 # [S, S]
-    img = p["background"][:, :, None, None].expand(b, 3, size, size).clone()
+    b, (h, w) = p["background"].shape[0], hw(size)
+    size = min(h, w)                                                      # image units: the square
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5 - (h - size) / 2) / size
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5 - (w - size) / 2) / size
+    y, x = torch.meshgrid(ys, xs, indexing="ij")                          # [H, W]
+    img = p["background"][:, :, None, None].expand(b, 3, h, w).clone()
     for s in range(MAX_SHAPES):
         dx = x - p["centre"][:, s, 0, None, None]                         # [b, S, S]
         dy = y - p["centre"][:, s, 1, None, None]

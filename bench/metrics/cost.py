@@ -12,13 +12,15 @@ import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.images import hw
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (trainable or not; buffers excluded)."""
     return sum(p.numel() for p in model.parameters())
 
 
-def forward_flops(model: nn.Module, in_channels: int, image_size: int) -> int:
+def forward_flops(model: nn.Module, in_channels: int, image_size) -> int:
     """FLOPs (2 per multiply-add) of one forward of one image and its timestep.
 
     `in_channels` is what the model reads (image plus any conditioning channels). Works for models
@@ -27,7 +29,7 @@ def forward_flops(model: nn.Module, in_channels: int, image_size: int) -> int:
     ref = next(model.parameters(), None)
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    x = torch.zeros(1, in_channels, image_size, image_size, device=device, dtype=dtype)
+    x = torch.zeros(1, in_channels, *hw(image_size), device=device, dtype=dtype)  # S or (H, W)
     t = torch.zeros(1, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
@@ -39,7 +41,7 @@ def forward_flops(model: nn.Module, in_channels: int, image_size: int) -> int:
     return int(counter.get_total_flops())
 
 
-def model_cost(model: torch.nn.Module, in_channels: int, image_size: int) -> dict:
+def model_cost(model: torch.nn.Module, in_channels: int, image_size) -> dict:
     """{params, gflops}: parameter count and GFLOPs of one forward pass of one image."""
     return {"params": count_params(model),
             "gflops": forward_flops(model, in_channels, image_size) / 1e9}

@@ -99,8 +99,8 @@ def annotate(runs: pd.DataFrame, recon: pd.DataFrame | None = None) -> pd.DataFr
     runs["source_name"] = runs["source"].map(names)
     several = runs["source"].nunique() > 1
     runs["label"] = [f"{s}/{e}" if several else str(e) for s, e in zip(runs["source_name"], runs["entry"])]
-    data = [f"{d} {s}px" for d, s in zip(_column(runs, "cfg.data.dataset"),
-                                           _column(runs, "cfg.data.image_size"))]
+    data = [f"{d} {_px(s)}px" for d, s in zip(_column(runs, "cfg.data.dataset"),
+                                               _column(runs, "cfg.data.image_size"))]
     runs["group"] = [f"{d} | {p or 'no FID protocol'}" for d, p in zip(data, runs["protocol"].fillna(""))]
     if recon is not None and not recon.empty:
         one_step = recon[recon["kind"] == "recon"].groupby("run_dir")
@@ -108,6 +108,13 @@ def annotate(runs: pd.DataFrame, recon: pd.DataFrame | None = None) -> pd.DataFr
             if name not in runs and f"{name}_mean" in recon:
                 runs[name] = runs["run_dir"].map(one_step[f"{name}_mean"].mean())
     return runs
+
+
+def _px(size) -> str:
+    """`32` or, for a non-square `[H, W]` (flattened to JSON text), `108x88`."""
+    if isinstance(size, str) and size.startswith("["):
+        return "x".join(str(v) for v in json.loads(size))
+    return str(size)
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:

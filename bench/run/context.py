@@ -19,7 +19,7 @@ import torch
 from bench.config.suite import RunSpec
 from bench.data import Dataset, DeviceBatches, eval_split
 from bench.diffusion import Diffusion
-from bench.images import heldout_images
+from bench.images import heldout_images, hw
 from bench.metrics.subset import protocol, select
 from bench.task import Task
 
@@ -77,7 +77,7 @@ class RunContext:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of a generated image."""
-        return (self.spec.data.channels, self.spec.data.image_size, self.spec.data.image_size)
+        return (self.spec.data.channels, *hw(self.spec.data.image_size))
 
     def evaluating(self, net: torch.nn.Module, state: dict | None = None,
                    point: dict | None = None) -> RunContext:
