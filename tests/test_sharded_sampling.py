@@ -18,6 +18,7 @@ from bench.config.schema import EvalConfig
 from bench.diffusion import Diffusion
 from bench.metrics.quality import QualityHook
 from bench.metrics.sampling import grid_noise, sample
+from bench.metrics.ssim import reconstruction_metrics
 from bench.noise import ImageNoise, image_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,3 +106,18 @@ def test_the_same_64_samples_from_one_and_two_gloo_ranks(tmp_path):
     assert list(got["counts"]) == [2, 1]                     # batches 0, 48 on rank 0; 24 on rank 1
     for name, cfg in CONFIGS.items():
         assert np.array_equal(got[name], stream(model, cfg, 64)), name
+
+
+def test_recon_noise_is_per_image_so_its_scores_do_not_depend_on_the_batch_size():
+    model, diffusion = tiny_net(), Diffusion(timesteps=100, schedule="cosine")
+    images = torch.randint(0, 256, (10, *SHAPE), generator=torch.Generator().manual_seed(2),
+                           dtype=torch.uint8)
+    a, b = (reconstruction_metrics(model, diffusion, images, [10, 60, 100], batch_size=size, ssim="torchmetrics",
+                                   noise_seed=4) for size in (10, 3))
+    flat = lambda table: [v for t in sorted(table) for v in table[t].values()]
+    assert flat(a) == pytest.approx(flat(b), rel=1e-6) and a[60]["ssim_std"] > 0  # float32 sums only
+    one = reconstruction_metrics(model, diffusion, images[7:8], [60], batch_size=1, ssim="torchmetrics",
+                                 noise_seed=4)
+    other = reconstruction_metrics(model, diffusion, images[7:8], [60], batch_size=1, ssim="torchmetrics",
+                                   noise_seed=5)
+    assert one != other                                      # the seed matters

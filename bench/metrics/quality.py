@@ -217,7 +217,7 @@ class QualityHook:
         images = ctx.scored.images[: self.cfg.recon_images]
         kwargs = dict(batch_size=self.cfg.sample_batch, device=ctx.device, ssim=self.cfg.ssim, **extra)
         if fn is reconstruction_metrics:
-            kwargs["generator"] = torch.Generator().manual_seed(self.cfg.fid_seed)
+            kwargs["noise_seed"] = self.cfg.fid_seed   # per-image ε: independent of sample_batch
         table = fn(ctx.net_for_sampling(len(images)), ctx.diffusion, images, self.cfg.recon_t,
                    **kwargs)
         ctx.record.setdefault("metrics", {})[name] = {str(t): v for t, v in table.items()}

@@ -19,8 +19,9 @@ The round trip encodes x_0 -> x_t with deterministic DDIM inversion and decodes 
 
 Timesteps: the grid is in the report's 1-based units (t = 1000 is the last step), mapped to the index
 t - 1. x̂_0 is clamped to [-1, 1] before scoring, as an image would be. Every t reuses the same noise ε
-per image (drawn on the CPU from `generator`, so it does not depend on the device), so the curve vs t
-changes only t. std is over images (population std).
+per image (drawn on the CPU, so it does not depend on the device; with `noise_seed`, image i's from
+its own generator seeded by (noise_seed, i), `bench.noise`, so it does not depend on the batch size
+either), so the curve vs t changes only t. std is over images (population std).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from torchmetrics.functional.image import (
 )
 
 from bench.errors import BenchError
+from bench.noise import ImageNoise
 from bench.samplers import ddim, ddim_encode
 
 
@@ -123,15 +125,20 @@ def _to_x0(batch: torch.Tensor, device) -> torch.Tensor:
 @torch.no_grad()
 def reconstruction_metrics(model, diffusion, images_uint8: torch.Tensor, t_grid=None, *,
                            generator: torch.Generator | None = None, batch_size: int = 64,
-                           device="cpu", ssim: str = "wang") -> dict:
-    """{t: {ssim_mean, ssim_std, psnr_mean, psnr_std}} of one-step x̂_0 from x_t, t 1-based."""
+                           device="cpu", ssim: str = "wang", noise_seed: int | None = None) -> dict:
+    """{t: {ssim_mean, ssim_std, psnr_mean, psnr_std}} of one-step x̂_0 from x_t, t 1-based; ε per
+    image from (noise_seed, image index) when given, else drawn batch by batch from `generator`."""
     grid = check_t_grid(t_grid, diffusion.T)
     scores = {t: ([], []) for t in grid}
     with _eval_mode(model):
-        for batch in images_uint8.split(batch_size):
+        for start, batch in zip(range(0, len(images_uint8), batch_size), images_uint8.split(batch_size)):
             x0 = _to_x0(batch, device)
-            noise = torch.randn(x0.shape, generator=generator,
-                                device=generator.device if generator is not None else "cpu").to(device)
+            if noise_seed is not None:
+                noise = ImageNoise(noise_seed, range(start, start + len(x0)), "cpu", "recon").randn(
+                    x0.shape, device)
+            else:
+                noise = torch.randn(x0.shape, generator=generator, device=generator.device
+                                    if generator is not None else "cpu").to(device)
             for t in grid:
                 tt = torch.full((len(x0),), t - 1, device=x0.device, dtype=torch.long)
                 x_t = diffusion.add_noise(x0, noise, tt)
