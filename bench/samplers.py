@@ -14,8 +14,9 @@ Every sampler has the one signature
 `noise` is x_T (else drawn with `generator` on `device`); every per-step noise is drawn with the same
 generator, so a fixed seed gives identical samples. `generator` is a `torch.Generator` or a
 `bench.noise.ImageNoise` (one generator per image, EDM's per-image seeds: each sample is then a
-function of its own seed alone, whatever the batch it is drawn in). The model is called under `torch.no_grad()`
-with integer timesteps of the training grid, in whatever train/eval mode the caller left it.
+function of its own seed alone, whatever the batch). The model is called under `torch.no_grad()` with
+integer timesteps of the training grid, in whatever train/eval mode the caller left it. The EDM
+samplers `heun` / `euler` (bench.edm) share the signature and are registered here too.
 """
 from __future__ import annotations
 
@@ -246,17 +247,15 @@ SAMPLER_OPTIONS: dict[str, dict[str, tuple | type]] = {
     "ddpm": {"variance": VARIANCES, "clip": bool},
     "ddim": {"eta": float, "spacing": SPACINGS, "clip": bool, "t_start": int},
     "respaced": {"variance": VARIANCES, "spacing": SPACINGS, "clip": bool},
-    "shortened": {"variance": VARIANCES, "clip": bool},
-    "heun": {}, "euler": {},
+    "shortened": {"variance": VARIANCES, "clip": bool}, "heun": {}, "euler": {},
 }
 
 
 def check_formulation(formulation: str, sampler: str, where: str) -> None:
     """A BenchError unless `sampler` samples `formulation` (heun/euler: edm; the rest: ddpm)."""
     if sampler in SAMPLERS and sampler not in FORMULATION_SAMPLERS[formulation]:
-        valid = ", ".join(FORMULATION_SAMPLERS[formulation])
-        raise BenchError(f"{where}: {sampler!r} is not a sampler of diffusion.formulation "
-                         f"{formulation}; choose from {valid}")
+        raise BenchError(f"{where}: {sampler!r} is not a sampler of diffusion.formulation {formulation}; "
+                         f"choose from {', '.join(FORMULATION_SAMPLERS[formulation])}")
 
 
 def resolve_steps(name: str, steps, T: int, where: str = "sampler.steps") -> int:

@@ -3,9 +3,8 @@
 One row per (comparison group, suite folder, entry), aggregated over seeds: mean, std and a
 Student-t CI of every metric of the metric table (`bench.metrics.registry`), the number of seeds,
 the paired difference to the suite's baseline entry with its CI, test and verdict (one method:
-`bench.report.stats`), a Pareto flag (quality vs training cost) and the run folders.
-Statistics live in `bench.report.stats`, Markdown in `bench.report.tables`, plots in `bench.report.plots`, the HTML
-page in `bench.report.html`.
+`bench.report.stats`), a Pareto flag (quality vs training cost) and the run folders. Statistics:
+`bench.report.stats`; Markdown: `.tables`; plots: `.plots`; the HTML page: `.html`.
 
 k-fold entries (`data.folds`): a replicate is one (fold, seed) run. The mean, std and CI are over
 all of an entry's fold × seed runs (each run one value, folds and seeds alike: the spread mixes data
@@ -33,8 +32,7 @@ from bench.report.plots import write_plots
 from bench.report.tables import leaderboard_markdown, protocol_label
 from bench.run.results import iter_results, load_results, write_with
 
-# Aggregated columns: every scalar the metric table knows (recorded by a run or derived here).
-COLUMNS = [n for n, m in registry.METRICS.items() if m.source != "history"]
+COLUMNS = [n for n, m in registry.METRICS.items() if m.source != "history"]  # every scalar aggregated
 _WARNED: set[str] = set()                        # unreadable suite.json files already reported
 
 
@@ -76,12 +74,10 @@ def collect(folders) -> Results:
 
 
 def _one_label(labels: pd.Series) -> str:
-    """A group's heading; where its rows' samplers differ (DDPM beside EDM/Heun, eval variants)
-    the sampler part says so instead of naming the first row's."""
-    if labels.nunique() == 1:
-        return labels.iloc[0]
+    """A group's heading; its sampler part reads "samplers differ by row" where they do (EDM, variants)."""
     parts = labels.iloc[0].split(" · ")
-    return " · ".join(parts[:2] + ["samplers differ by row"] + parts[3:]) if len(parts) == 4 else labels.iloc[0]
+    mixed = labels.nunique() > 1 and len(parts) == 4
+    return " · ".join([*parts[:2], "samplers differ by row", *parts[3:]]) if mixed else labels.iloc[0]
 
 
 def _join(frame: pd.DataFrame, ids) -> pd.DataFrame:
