@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 
 from bench.cli import main
 from bench.report import collect, leaderboard, stats, write_leaderboard, write_report
-from bench.report.tables import leaderboard_markdown
+from bench.report.markdown import leaderboard_markdown
 
 PLOTS = {"curves", "loss", "val_loss_quarters", "recon_vs_t", "fid_vs_n", "fid_vs_steps",
          "quality_vs_cost", "sample_grids"}

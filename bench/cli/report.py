@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.errors import BenchError, choices_error
 from bench.metrics import registry
 from bench.report import collect, leaderboard, ranking_defaults, write_report
-from bench.report.tables import leaderboard_markdown, to_markdown
+from bench.report.markdown import leaderboard_markdown, to_markdown
 
 
 def add_parser(sub) -> None:

@@ -169,6 +169,9 @@ def _check_eval_extras(spec, where: str) -> None:
             raise BenchError(f"{where}: eval.fid_vs_n: {n!r}; FID needs integers N >= 2")
     if ev.fid_vs_n and not {"fid", "kid"} & set(ev.metrics):
         raise BenchError(f"{where}: eval.fid_vs_n: needs 'fid' in eval.metrics")
+    if ev.untrained_reference and not {"fid", "kid", "pr"} & set(ev.metrics):
+        raise BenchError(f"{where}: eval.untrained_reference: scores the untrained network with "
+                         f"the suite's sample metrics; add fid, kid or pr to eval.metrics")
     size = spec.data.image_size
     if ev.ssim == "wang" and {"recon", "roundtrip"} & set(ev.metrics) and min(
             size if isinstance(size, (list, tuple)) else [size]) < 11:

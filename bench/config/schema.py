@@ -172,6 +172,7 @@ class EvalConfig:
     val_split: Literal[None, "heldout", "test"] = None  # split of the validation loss (None = split)
     fid_vs_n: list | None = None      # also FID/KID at each N (prefixes of one max(N) sample set)
     cuda_graphs: bool = False         # CUDA only: replay the fixed-shape sampling step as a CUDA graph
+    untrained_reference: bool = False  # also FID/KID/PR of the network at initialisation (same protocol)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become fold
 # the run ids of suites that do not use them never change.
 OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"), ("task", "condition"), ("task", "loss_on"),
                  ("diffusion", "formulation"), ("diffusion", "edm"),
-                 ("train", "micro_batch"))
+                 ("train", "micro_batch"), ("eval", "untrained_reference"))
 TOP_KEYS = {"name", "description", "baseline", "seeds", "folds", "models", "search", *SECTIONS}
 
 

@@ -22,7 +22,7 @@ from bench.errors import BenchError, choices_error
 # is computed once, during training, on eval.split): a variant cannot change them.
 TRAINING_KEYS = {"variants", "every_kimg", "fid_proxy_n", "fid_proxy_steps", "fid_proxy_sampler",
                  "val_images", "val_t_per_image", "keep_checkpoints", "metric", "direction",
-                 "split", "val_split", "subset", "subset_seed"}
+                 "split", "val_split", "subset", "subset_seed", "untrained_reference"}
 VARIANT_KEYS = sorted({f for f in EvalConfig.__dataclass_fields__} - TRAINING_KEYS)
 
 

@@ -169,7 +169,16 @@ class QualityHook:
         ctx.record.setdefault("protocol", {})["classifier"] = info
         return {f"classify_{k}": stats[k] for k in ("entropy", "kl_uniform", "confidence")}
 
-    def feature_metrics(self, ctx: EvalContext, all_feats: np.ndarray) -> dict:
+    def untrained(self, ctx: EvalContext) -> dict:
+        """`eval.untrained_reference`: FID/KID/PR of `ctx.net` before any training, from the very
+        samples, N and reference the final evaluation uses, as `untrained_<metric>` (every rank)."""
+        if not FEATURE_METRICS & set(self.cfg.metrics):
+            return {}
+        feats = self.generated_features(ctx, self.cfg.fid_n, self.cfg.steps)
+        out = {} if feats is None else self.feature_metrics(ctx, feats, curves=False)
+        return dist.broadcast({f"untrained_{k}": v for k, v in out.items()})
+
+    def feature_metrics(self, ctx: EvalContext, all_feats: np.ndarray, curves: bool = True) -> dict:
         feats, out = all_feats[: self.cfg.fid_n], {}
         if "fid" in self.cfg.metrics:
             out["fid"] = F.fid_from_features(feats, self.reference(ctx, stats=True))
@@ -184,7 +193,7 @@ class QualityHook:
         protocol = self.protocol(ctx)
         ctx.record["protocol"] = {**ctx.record.get("protocol", {}), **protocol.to_dict()}
         ctx.record["protocol_key"] = F.protocol_key(protocol)
-        if self.cfg.fid_vs_n:
+        if self.cfg.fid_vs_n and curves:
             self.fid_vs_n(ctx, all_feats, protocol)
         return out
 

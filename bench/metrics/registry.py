@@ -37,7 +37,7 @@ class Metric:
     direction: str = "minimize"       # minimize | maximize
     producer: str = ALWAYS            # always | a PRODUCERS key | fid_proxy | inpaint
     source: str = "run"               # run (result.json metrics) | report (derived) | history
-    group: str = "quality"            # quality | loss | cost | other (which tables show it)
+    group: str = "quality"            # quality | loss | cost | reference | other (which tables show it)
     unit: str = ""                    # shown after the label: dB, MB, img/s...
     scale: float = 1.0                # display scale (parameters in millions)
     digits: int = 3                   # significant digits without a spread over seeds
@@ -95,6 +95,11 @@ def _quality() -> list[Metric]:
             Metric("classify_kl_uniform", "class KL to uniform", producer="classify", unit="nats"),
             Metric("classify_confidence", "classifier confidence", up, producer="classify",
                    group="other"),
+            # eval.untrained_reference: the same network at initialisation, the same protocol
+            Metric("untrained_fid", "FID untrained", producer="fid", group="reference",
+                   rankable=False),
+            Metric("untrained_kid_mean", "KID untrained", producer="kid", group="reference",
+                   rankable=False),
             Metric("fid_proxy", "FID proxy", producer="fid_proxy", source="history",
                    rankable=False, in_training=True)]
 

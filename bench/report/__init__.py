@@ -28,8 +28,9 @@ from bench.errors import warn
 from bench.metrics import registry
 from bench.report import stats
 from bench.report.html import write_html
+from bench.report.markdown import leaderboard_markdown
 from bench.report.plots import write_plots
-from bench.report.tables import leaderboard_markdown, protocol_label
+from bench.report.tables import protocol_label
 from bench.run.results import iter_results, load_results, write_with
 
 COLUMNS = [n for n, m in registry.METRICS.items() if m.source != "history"]  # every scalar aggregated

@@ -1,5 +1,5 @@
-"""The report's tables as display frames (strings), and their Markdown: what a README, a paper
-appendix or a CI log pastes. `bench.report.html` renders the very same frames.
+"""The report's tables as display frames (strings): what a README, a paper appendix or a CI log
+pastes (`bench.report.markdown` writes them as Markdown, `bench.report.html` renders them).
 
 Cells read `mean ± std` over seeds, rounded as a paper rounds them (`bench.report.numbers`: the
 spread to 2 significant digits, the mean to the same place, one precision per column); labels,
@@ -215,6 +215,22 @@ def leaderboard_note(table: pd.DataFrame) -> str:
             f"than the truth.")
 
 
+def untrained_note(part: pd.DataFrame) -> str:
+    """`eval.untrained_reference`: each entry's FID/KID at initialisation beside its trained value
+    (the same networks, samples, N and reference), so a reader sees what training bought."""
+    pairs = [(u, t, registry.METRICS[t].label) for u, t in
+             (("untrained_fid", "fid"), ("untrained_kid_mean", "kid_mean"))
+             if u in part and t in part and part[u].notna().any()]
+    if not pairs:
+        return ""
+    cells = {name: column(part[name], part[f"{name}_std"], name)
+             for u, t, _ in pairs for name in (u, t)}
+    rows = [f"{label}: " + ", ".join(f"{lab} {cells[u][i]} → {cells[t][i]}" for u, t, lab in pairs)
+            for i, label in enumerate(part["label"])]
+    return (" Untrained reference (each network at initialisation, same protocol; untrained → "
+            "trained, mean ± std over seeds): " + "; ".join(rows) + ".")
+
+
 def leaderboard_sections(table: pd.DataFrame, cost: bool = False) -> list[Section]:
     """One leaderboard per comparison group (rows of different protocols are never ranked
     together), its other quality metrics, and with `cost` its cost table."""
@@ -227,6 +243,7 @@ def leaderboard_sections(table: pd.DataFrame, cost: bool = False) -> list[Sectio
         axes = part["pareto_axes"].iloc[0] if "pareto_axes" in part else None
         extra = f" Baseline: {', '.join(map(str, base))}." if len(base) else ""
         extra += f" Pareto: {axes}." if axes else ""
+        extra += untrained_note(part)
         short = part["group_label"].iloc[0] if "group_label" in part else group
         out.append(Section(f"leaderboard-{i}", f"Leaderboard — {short}", note + extra,
                            leaderboard_frame(part, metric, level), details=group))
@@ -264,39 +281,3 @@ def sections(results, table: pd.DataFrame) -> list[Section]:
         out.append(Section("incomplete", "Runs not complete", "Left out of every table above.",
                            incomplete_frame(results.runs, results.records)))
     return [s for s in out if s.key.startswith("leaderboard") or not s.frame.empty]
-
-
-def pipe_table(head: list[str], rows: list[list[str]]) -> str:
-    """The one GitHub-flavoured pipe-table writer (report tables, study summary); `|` escaped."""
-    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in [head, *rows]]
-    lines.insert(1, "|" + "|".join("---" for _ in head) + "|")
-    return "\n".join(lines)
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A frame's values as a pipe table (floats with `g`, missing values empty)."""
-    rows = [["" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v)) for v in row]
-            for row in frame.itertuples(index=False)]
-    return pipe_table([str(c) for c in frame.columns], rows)
-
-
-def render(parts: list[Section], level: str = "##") -> str:
-    blocks = [f"{level} {s.title}\n\n{s.note}" + (f"\n\nGroup: `{s.details}`" if s.details else "")
-              + "\n\n" + (markdown_table(s.frame) if not s.frame.empty else "_no complete runs_")
-              for s in parts]
-    return "\n\n".join(blocks) + "\n"
-
-
-def to_markdown(table: pd.DataFrame, metric: str | None = None) -> str:
-    """The leaderboard tables alone (one per comparison group)."""
-    if metric and not table.empty:
-        table.attrs.setdefault("metric", metric)
-    return render([s for s in leaderboard_sections(table)
-                   if s.key.startswith("leaderboard") or not s.frame.empty])
-
-
-def leaderboard_markdown(results, table: pd.DataFrame) -> str:
-    """leaderboard.md: every table of the report."""
-    sources = sorted(set(results.runs["source_name"])) if "source_name" in results.runs else []
-    head = f"# Leaderboard: {', '.join(sources) or 'no results'}\n\n"
-    return head + render(sections(results, table))

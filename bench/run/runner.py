@@ -27,7 +27,7 @@ from bench.data import DatasetMemo
 from bench.device import resolve_device
 from bench.errors import BenchError, warn
 from bench.metrics.cost import model_cost
-from bench.metrics.quality import quality_hooks
+from bench.metrics.quality import QualityHook, quality_hooks
 from bench.run import distributed
 from bench.run.build import build_run
 from bench.run.claims import ClaimLost, claimed, stale_seconds
@@ -155,13 +155,14 @@ def run_one(spec, run_dir: str | Path, dataset, *, hooks: list[Hook] = (), progr
                                             spec.data.image_size))
     hooks = [*quality_hooks(spec), *hooks,  # quality first: later hooks (pruning) see fid_proxy
              *([events_hook] if tensorboard else [])]  # last: the events see every metric
-    clock = EvalClock(wall_start)
+    clock, resume = EvalClock(wall_start), _resume_state(ctx.run_dir, spec)
     _reset_peak(ctx.device)
     try:
+        _untrained_reference(ctx, hooks, resume, clock)
         state = train(ctx.model, ctx.diffusion, ctx.batches, spec.train, spec.budget,
                       generator=ctx.noise_gen, every_kimg=spec.eval.every_kimg,
                       on_eval=lambda state: _evaluate(ctx, state, hooks, clock),
-                      resume=_resume_state(ctx.run_dir, spec), progress=progress, task=ctx.task)
+                      resume=resume, progress=progress, task=ctx.task)
         _finish(ctx, state, hooks, clock)
     except Diverged as err:  # a failed run, not a crash: the suite's other runs go on
         ctx.record.update(status="failed", error=f"non-finite training loss at step {err.step}",
@@ -189,6 +190,21 @@ class EvalClock:
     def so_far(self, started: float) -> float:
         """Evaluation seconds including the evaluation that began at `started` (perf_counter)."""
         return self.seconds + time.perf_counter() - started
+
+
+def _untrained_reference(ctx: RunContext, hooks, resume: dict | None, clock: EvalClock) -> None:
+    """`eval.untrained_reference`: the network's FID/KID/PR before its first step, same protocol
+    as the final evaluation (a resumed run keeps its first attempt's, from its result.json)."""
+    if not ctx.spec.eval.untrained_reference:
+        return
+    if resume is not None:
+        earlier = (read_result(ctx.run_dir) or {}).get("metrics", {})
+        ctx.record["metrics"].update({k: v for k, v in earlier.items() if k.startswith("untrained_")})
+        return
+    started = time.perf_counter()
+    quality = next(h for h in hooks if isinstance(h, QualityHook))
+    ctx.record["metrics"].update(quality.untrained(ctx.evaluating(ctx.model)))
+    clock.seconds = clock.so_far(started)
 
 
 def _evaluate(ctx: RunContext, state: dict, hooks, clock: EvalClock) -> None:

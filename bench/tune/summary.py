@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 from optuna.visualization import matplotlib as vm
 
-from bench.report.tables import pipe_table
+from bench.report.markdown import pipe_table
 from bench.run.results import write_json, write_with
 
 SUMMARY_JSON, SUMMARY_MD = "study_summary.json", "study_summary.md"
