@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from bench.config.preflight import preflight
 from bench.config.suite import load_suite
 from bench.errors import BenchError
+from bench.images import size_label
 from bench.report import write_leaderboard
 from bench.tune import (
     STORAGE_ENV,
@@ -113,7 +114,7 @@ def dry_run(suite, search, args) -> str:
              f"{f'{search.timeout:g} s' if search.timeout else 'none'}, {args.workers} at a time",
              f"each trial one run: entry {entries} ({base.entry.arch}, {base.params / 1e6:.3f} M "
              f"params), seed {base.seed}, budget {unit} = {amount:g}, {base.data.dataset} "
-             f"{base.data.image_size}px",
+             f"{size_label(base.data.image_size)}px",
              "space:"]
     width = max([len(k) for k in search.space] + [4])
     for key, dist in search.space.items():

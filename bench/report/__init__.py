@@ -6,10 +6,8 @@ the paired difference to the suite's baseline entry with its CI, test and verdic
 `bench.report.stats`), a Pareto flag (quality vs training cost) and the run folders. Statistics:
 `bench.report.stats`; Markdown: `.tables`; plots: `.plots`; the HTML page: `.html`.
 
-k-fold entries (`data.folds`): a replicate is one (fold, seed) run. The mean, std and CI are over
-all of an entry's fold × seed runs (each run one value, folds and seeds alike: the spread mixes data
-and training noise, as the seed study 003 reports ± over folds); `seeds` and `folds` count each, and
-the paired test pairs the runs with the same (fold, seed).
+k-fold entries (`data.folds`): a replicate is one (fold, seed) run; mean, std and CI are over all
+of them (data and training noise mixed), `folds` counts folds, the paired test pairs by (fold, seed).
 
 A comparison group is (dataset, resolution, evaluation protocol key): rows whose protocols differ
 are never ranked or tested against each other (issue "Evaluation with a pinned protocol").
@@ -25,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import warn
+from bench.images import size_label
 from bench.metrics import registry
 from bench.report import stats
 from bench.report.html import write_html
@@ -96,8 +95,8 @@ def annotate(runs: pd.DataFrame, recon: pd.DataFrame | None = None) -> pd.DataFr
     runs["source_name"] = runs["source"].map(names)
     several = runs["source"].nunique() > 1
     runs["label"] = [f"{s}/{e}" if several else str(e) for s, e in zip(runs["source_name"], runs["entry"])]
-    data = [f"{d} {_px(s)}px" for d, s in zip(_column(runs, "cfg.data.dataset"),
-                                               _column(runs, "cfg.data.image_size"))]
+    data = [f"{d} {size_label(json.loads(s)) if str(s).startswith('[') else s}px"  # [H, W]: HxW
+            for d, s in zip(_column(runs, "cfg.data.dataset"), _column(runs, "cfg.data.image_size"))]
     runs["group"] = [f"{d} | {p or 'no FID protocol'}" for d, p in zip(data, runs["protocol"].fillna(""))]
     if recon is not None and not recon.empty:
         one_step = recon[recon["kind"] == "recon"].groupby("run_dir")
@@ -105,13 +104,6 @@ def annotate(runs: pd.DataFrame, recon: pd.DataFrame | None = None) -> pd.DataFr
             if name not in runs and f"{name}_mean" in recon:
                 runs[name] = runs["run_dir"].map(one_step[f"{name}_mean"].mean())
     return runs
-
-
-def _px(size) -> str:
-    """`32` or, for a non-square `[H, W]` (flattened to JSON text), `108x88`."""
-    if isinstance(size, str) and size.startswith("["):
-        return "x".join(str(v) for v in json.loads(size))
-    return str(size)
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -193,12 +185,9 @@ def _aggregate(part: pd.DataFrame, present: list[str], confidence: float) -> dic
            "label": first["label"], "entry": first["entry"], "arch": first.get("arch"),
            "seeds": part["seed"].nunique(),
            "folds": part["fold"].nunique() if "fold" in part else 0}
-    for col in present:
-        values = pd.to_numeric(part[col], errors="coerce").to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
-        row[col] = finite.mean() if len(finite) else np.nan
-        row[f"{col}_std"] = finite.std(ddof=1) if len(finite) > 1 else np.nan
-        row[f"{col}_ci_low"], row[f"{col}_ci_high"] = stats.t_interval(finite, confidence)
+    for col in present:  # every replicate: one run (a seed, or a (fold, seed) pair)
+        row[col], row[f"{col}_std"], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = stats.summary(
+            pd.to_numeric(part[col], errors="coerce").to_numpy(dtype=float), confidence)
     row["run_dirs"] = " ".join(sorted(Path(d).name for d in part["run_dir"]))
     return row
 

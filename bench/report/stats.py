@@ -33,6 +33,13 @@ METHODS = {"ttest": "paired t-test with its paired t-interval",
                        "interval"}
 
 
+def summary(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """(mean, std, CI low, CI high) of the finite `values`: NaN where too few (std, CI: 2)."""
+    finite = values[np.isfinite(values)]
+    mean = finite.mean() if len(finite) else math.nan
+    return (mean, finite.std(ddof=1) if len(finite) > 1 else math.nan, *t_interval(finite, confidence))
+
+
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     """Student t-interval of the mean of `values` (NaNs dropped); NaN for fewer than 2 values."""
     x = np.asarray(values, dtype=float)
