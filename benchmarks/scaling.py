@@ -9,11 +9,18 @@ wall-clock seconds of the whole command (process start, data, evaluation, report
 the speed-up of training img/s over R = 1. Each configuration runs `--repeats` times (fresh
 results folder each time); the best is reported, every repeat is kept in the JSON.
 
-    python benchmarks/scaling.py                     # ddp section, ranks 1,2
+    python benchmarks/scaling.py                     # both sections: ranks 1,2 and workers 1,2
+    python benchmarks/scaling.py --sections workers --workers-kimg 1 --repeats 2
     python benchmarks/scaling.py --ranks 1,2 --kimg 2 --repeats 2 --out benchmarks/scaling.json
 
-The sections are a dict (`SECTIONS`), so other scale-out measurements (workers per suite) add
-theirs beside it.
+Section `workers`: the 4-run tiny suite (`unet_tiny` widths 8 and 16 x seeds 0, 1, 16 px, batch 8,
+`--workers-kimg` per run) run by `python -m bench run SUITE --workers N` for each N of `--workers`
+(N = 1: the plain single-process command), one torch thread per run process, timed wall-clock
+from start to exit (process start, training, evaluation, report: what a user waits for); the runs'
+training seconds are summed from their result.json. Modes are interleaved over `--repeats`, the
+fastest of each is shown; speed-up = wall(N = 1) / wall(N).
+
+The sections are a dict (`SECTIONS`), so other scale-out measurements add theirs beside these.
 """
 from __future__ import annotations
 
@@ -95,24 +102,81 @@ def ddp_section(args) -> dict:
                          "kimg": args.kimg, "backend": "gloo", "threads_per_rank": 1}}
 
 
-SECTIONS = {"ddp": ddp_section}
+WORKER_COLUMNS = [("workers", "workers", "d"), ("runs", "runs", "d"), ("wall_seconds", "wall s", ".1f"),
+                  ("train_seconds_sum", "train s (sum)", ".1f"), ("speedup", "speed-up", ".2f")]
+
+
+def workers_suite(folder: Path, kimg: float) -> Path:
+    """The 4-run tiny suite of the workers section (two widths x two seeds)."""
+    suite = {"name": "scaling_workers",
+             "data": {"dataset": "synthetic", "image_size": 16, "num_images": 256},
+             "budget": {"kimg": kimg}, "train": {"batch_size": 8, "device": "cpu"},
+             "eval": {"steps": 4, "grid": 1, "sample_batch": 4, "val_images": 4, "metrics": []},
+             "models": [{"arch": "unet_tiny", "name": f"w{w}", "kwargs": {"base_channels": w}}
+                        for w in (8, 16)], "seeds": [0, 1]}
+    path = folder / "scaling_workers.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def run_workers(suite: Path, results: Path, workers: int, timeout: float) -> dict:
+    """One `bench run --workers N` of the suite: wall seconds and its runs' training seconds."""
+    cmd = [sys.executable, "-m", "bench", "run", str(suite), "--results", str(results),
+           "--no-progress", "--no-tensorboard", *(["--workers", str(workers)] if workers > 1 else [])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"bench run --workers {workers} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    records = [json.loads(p.read_text()) for p in results.glob("scaling_workers/*/result.json")]
+    return {"workers": workers, "runs": len(records), "wall_seconds": wall,
+            "train_seconds_sum": sum(r["budget"]["train_seconds"] for r in records)}
+
+
+def workers_section(args) -> dict:
+    """Wall seconds of the 4-run suite with each N of --workers (interleaved repeats), speed-ups."""
+    every = []
+    with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
+        suite = workers_suite(Path(tmp), args.workers_kimg)
+        for i in range(args.repeats):
+            for n in args.workers:
+                every.append(run_workers(suite, Path(tmp) / f"w{n}-{i}", n, args.timeout))
+    rows = [dict(min((r for r in every if r["workers"] == n), key=lambda r: r["wall_seconds"]))
+            for n in args.workers]
+    base = next((r["wall_seconds"] for r in rows if r["workers"] == 1), None)
+    for row in rows:
+        row["speedup"] = base / row["wall_seconds"] if base else None
+    print(table(rows, WORKER_COLUMNS))
+    return {"rows": rows, "repeats": every,
+            "settings": {"arch": "unet_tiny", "widths": [8, 16], "seeds": [0, 1], "image_size": 16,
+                         "batch_size": 8, "kimg_per_run": args.workers_kimg, "threads_per_run": 1}}
+
+
+SECTIONS = {"ddp": ddp_section, "workers": workers_section}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sections", default="ddp", help=f"comma-separated: {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default="ddp,workers", help=f"comma-separated: {', '.join(SECTIONS)}")
     p.add_argument("--ranks", default="1,2", help="torchrun ranks to measure (ddp), e.g. 1,2")
     p.add_argument("--kimg", type=float, default=1.0, help="budget of the run (ddp; default 1)")
     p.add_argument("--batch", type=int, default=32, help="global batch (ddp; default 32)")
+    p.add_argument("--workers", default="1,2", help="local worker counts to measure (workers), e.g. 1,2")
+    p.add_argument("--workers-kimg", type=float, default=1.0,
+                   help="budget of each of the 4 runs (workers; default 1)")
     p.add_argument("--repeats", type=int, default=1, help="runs per configuration; the best is shown")
     p.add_argument("--timeout", type=float, default=600, help="seconds per torchrun command")
     p.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
     args = p.parse_args()
     args.ranks = [int(r) for r in args.ranks.split(",")]
+    args.workers = [int(n) for n in args.workers.split(",")]
     unknown = [s for s in args.sections.split(",") if s not in SECTIONS]
-    if unknown or min(args.ranks) < 1 or args.repeats < 1 or any(args.batch % r for r in args.ranks):
+    if (unknown or min(args.ranks) < 1 or args.repeats < 1 or any(args.batch % r for r in args.ranks)
+            or min(args.workers) < 1 or not args.workers_kimg > 0):
         raise SystemExit(f"bad options: sections {unknown or 'ok'}, ranks {args.ranks} (each >= 1 and "
-                         f"dividing --batch {args.batch}), repeats {args.repeats}")
+                         f"dividing --batch {args.batch}), repeats {args.repeats}, workers {args.workers} "
+                         f"(each >= 1), workers-kimg {args.workers_kimg} (> 0)")
     info = machine(torch.device("cpu"))
     print(describe(info))
     payload = {"machine": info}

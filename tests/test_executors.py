@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from test_workers import ROOT, bench_env, check_folder, tiny_suite
 
-from bench.cli import main
+from bench.cli import main, parser
+from bench.cli.scale import RunJob
 
 
 def run_jobs(tmp_path: Path, path: Path, *flags: str) -> str:
@@ -96,3 +97,13 @@ def test_resubmitting_after_a_lost_job_resumes_its_run(tmp_path):
     job_log = next((out / "submitit").glob("*_log.out")).read_text()
     assert "took over the stale claim of PID 4000000 on elsewhere" in job_log, job_log
     check_folder(out, runs=2, images=32)
+
+
+def test_a_preempted_job_requeues_itself_with_the_same_run():
+    """submitit calls `checkpoint` on preemption or timeout and resubmits what it returns."""
+    args = parser().parse_args(["run", "suites/smoke.yaml", "--set", "budget.kimg=1",
+                                "--executor", "slurm", "--no-tensorboard"])
+    job = RunJob(args)
+    again = job.checkpoint("tiny-s0-abc")
+    assert again.function is job and again.args == ("tiny-s0-abc",)
+    assert (job.suite, job.sets, job.tensorboard) == ("suites/smoke.yaml", ["budget.kimg=1"], False)
