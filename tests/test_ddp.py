@@ -45,14 +45,17 @@ def write_suite(tmp_path: Path, **changes) -> Path:
     return path
 
 
+def launcher(ranks: int) -> list[str]:
+    """`torchrun --nproc_per_node ranks` on a free local port."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+
+
 def command(suite: Path, results: Path, ranks: int | None) -> list[str]:
     """`torchrun --nproc_per_node ranks -m bench run ...`, or the plain `python -m bench run`."""
     bench = ["-m", "bench", "run", str(suite), "--results", str(results), "--no-progress",
              "--no-tensorboard"]
-    if ranks is None:
-        return [sys.executable, *bench]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
-            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *bench]
+    return [sys.executable, *bench] if ranks is None else [*launcher(ranks), *bench]
 
 
 def env(tmp_path: Path) -> dict:

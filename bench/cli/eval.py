@@ -1,6 +1,10 @@
 """`python -m bench eval RUN_DIR [RUN_DIR ...]`: FID-vs-N and FID-vs-steps curves of finished runs,
 without retraining (`bench.run.curves`): written into each run's result.json under `curves`, printed.
 
+Under `torchrun --nproc_per_node N -m bench eval ...` every rank draws and scores its share of the
+sampling batches (`bench.metrics.quality`), rank 0 computes the curves and writes them: the same
+numbers as one process, since every image's noise is a function of (seed, index).
+
 Everything is checked before any sampling starts: the folders are complete runs with a checkpoint,
 the step counts fit every sampler and run, and the Inception weights are there.
 """
@@ -9,10 +13,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bench import dist
 from bench.data import DatasetMemo
 from bench.device import resolve_device
 from bench.errors import BenchError
 from bench.metrics.inception import load_inception
+from bench.run import distributed
 from bench.run.curves import (
     CURVES,
     CurveSettings,
@@ -48,6 +54,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    distributed.start()   # under torchrun: every rank samples and scores its share (rank 0 writes)
+    say = print if dist.is_main() else lambda *a, **k: None
     settings = CurveSettings(fid_n=tuple(args.fid_n), steps=tuple(args.steps) if args.steps else None,
                              samplers=tuple(args.sampler) if args.sampler else None,
                              curve_n=args.curve_n, curves=tuple(args.curves), raw=args.raw,
@@ -66,13 +74,17 @@ def run(args) -> int:
         started = time.perf_counter()
         what = [f"FID vs N up to {max(settings.fid_n)}"] if "n" in settings.curves else []
         what += [f"{len(pairs)} (sampler, steps) points"] if "steps" in settings.curves else []
-        print(f"{run_dir}: {' and '.join(what)} on {device} ...", flush=True)
+        say(f"{run_dir}: {' and '.join(what)} on {device} ...", flush=True)
         curves = RunCurves(run_dir, spec, settings, datasets(spec.data),
                            inceptions[(spec.eval.inception_weights, str(device))], device)
-        written = write_curves(run_dir, curves.evaluate(pairs))
-        print(format_curves(run_dir, written, settings.curves))
+        new = curves.evaluate(pairs)
+        if not dist.is_main():
+            continue
+        written = write_curves(run_dir, new)
+        say(format_curves(run_dir, written, settings.curves))
         png = f"; {settings.png} PNGs in {run_dir / 'curve_samples'}" if settings.png else ""
-        print(f"wrote {run_dir / 'result.json'} (curves) in {time.perf_counter() - started:.1f} s{png}\n")
+        say(f"wrote {run_dir / 'result.json'} (curves) in {time.perf_counter() - started:.1f} s{png}\n")
+    distributed.stop()
     return 0
 
 

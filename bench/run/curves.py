@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
+from bench import dist
 from bench.config.schema import ModelEntry, build
 from bench.config.suite import SECTIONS, RunSpec
 from bench.errors import BenchError, choices_error
@@ -162,16 +163,17 @@ class RunCurves:
         cfg = dataclasses.replace(self.base, sampler=sampler, steps=steps, fid_n=n, sampler_opts=opts)
         return QualityHook(dataclasses.replace(self.spec, eval=cfg), inception=self.inception)
 
-    def features(self, sampler: str, steps: int, n: int) -> np.ndarray:
+    def features(self, sampler: str, steps: int, n: int) -> np.ndarray | None:
         """Features of the first `n` samples of the seeded stream; a set already drawn is reused
         when it holds at least n (image i's noise depends on (seed, i) alone: any prefix is the
-        first n images)."""
+        first n images). Under torchrun each rank draws its share; None on ranks > 0."""
         drawn = self._features.setdefault((sampler, steps), [])
         for feats in drawn:
             if len(feats) >= n:
                 return feats[:n]
         feats = self.hook(sampler, steps, n).generated_features(self.ctx, n, steps)
-        drawn.append(feats)
+        if feats is not None:
+            drawn.append(feats)
         return feats
 
     def protocol(self, hook: QualityHook, drop: tuple[str, ...], **extra) -> dict:
@@ -185,6 +187,8 @@ class RunCurves:
         ns = sorted(set(self.settings.fid_n))
         hook = self.hook(self.base.sampler, self.base.steps, ns[-1])
         feats = self.features(self.base.sampler, self.base.steps, ns[-1])
+        if feats is None:   # a torchrun rank > 0: its share is scored on rank 0
+            return [], {}
         stats, ref = hook.reference(self.ctx, stats=True), hook.reference(self.ctx, stats=False)
         rows = []
         for n in ns:
@@ -201,14 +205,18 @@ class RunCurves:
         n = self.settings.curve_n or max(self.settings.fid_n)
         rows = []
         for sampler, steps in pairs:
-            hook = self.hook(sampler, steps, n)
-            fid = F.fid_from_features(self.features(sampler, steps, n), hook.reference(self.ctx, stats=True))
+            hook, feats = self.hook(sampler, steps, n), self.features(sampler, steps, n)
+            if feats is None:   # a torchrun rank > 0
+                continue
+            fid = F.fid_from_features(feats, hook.reference(self.ctx, stats=True))
             cost = sampling_cost(self.ctx.net_for_sampling(hook.cfg.sample_batch), self.ctx.diffusion,
                                  hook.cfg, self.ctx.shape, amp=self.ctx.amp,
                                  device=self.device)   # after sampling: warm
             eta = self.protocol(hook, ())["eta"]
             rows.append({"sampler": sampler, "steps": steps, "eta": eta, "fid": fid,
                          "sample_img_per_s": cost["sample_img_per_s"]})
+        if not dist.is_main():
+            return [], {}
         protocol = self.protocol(hook, ("sampler", "steps", "eta"), device=str(self.device))
         return rows, protocol
 
@@ -236,7 +244,7 @@ class RunCurves:
             new["fid_vs_n"], new["protocol"]["fid_vs_n"] = self.fid_vs_n()
         if "steps" in self.settings.curves:
             new["fid_vs_steps"], new["protocol"]["fid_vs_steps"] = self.fid_vs_steps(pairs)
-        if self.settings.png:
+        if self.settings.png and dist.is_main():
             self.export_png(self.settings.png)
         return new
 
