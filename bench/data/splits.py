@@ -99,7 +99,8 @@ def fold_split(base, folds, seed: int):
         test, test_labels = base.heldout, base.heldout_labels
         info["test"] = {"root": base.info.get("split", "the dataset's test split"), "images": len(test)}
     pick = lambda x, m: None if x is None else x[m]
-    paths = None if base.train_paths is None else [p for p, v in zip(base.train_paths, val) if not v]
+    paths = None if base.train_paths is None else [p for p, v in zip(base.train_paths, val.tolist())
+                                                    if not v]
     return dataclasses.replace(base, train=base.train[~val], heldout=base.train[val], info=info,
                                train_labels=pick(base.train_labels, ~val),
                                heldout_labels=pick(base.train_labels, val), test=test,
