@@ -20,6 +20,8 @@ import torch
 import yaml
 
 from bench.cli import main
+from bench.config.suite import load_suite
+from bench.run import runner
 from bench.run.claims import CLAIM, STALE_ENV
 from bench.run.results import TEMP_PREFIX
 
@@ -134,3 +136,29 @@ def test_bad_scale_out_flags_are_one_line_errors_before_any_work(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_worker_whose_claim_is_taken_over_stops_at_its_next_evaluation_writing_nothing(
+        tmp_path, monkeypatch):
+    """A frozen worker's claim taken over (here: replaced by another owner's mid-run): its
+    heartbeat thread sees it, the next evaluation stops the run, nothing more is written by it."""
+    monkeypatch.setenv(STALE_ENV, "0.4")
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    suite = load_suite(str(tiny_suite(tmp_path, "lost", archs=1, kimg=0.032)), ["seeds=[0]"])
+    real, foreign = runner.validation_loss, {"pid": 1, "host": "elsewhere", "token": "theirs"}
+
+    def taken_over(*args, **kwargs):
+        for claim in (tmp_path / "r" / "lost").glob(f"*/{CLAIM}"):
+            claim.unlink()
+            claim.write_text(json.dumps(foreign))     # another worker's claim now
+        time.sleep(0.3)                              # a heartbeat (every 0.1 s) sees it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "validation_loss", taken_over)
+    lines = []
+    out = runner.run_suite(suite, tmp_path / "r", progress=False, log=lines.append,
+                           tensorboard=False)
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    assert any("claim taken over by another worker; it finishes the run" in x for x in lines), lines
+    assert not (run / "result.json").exists() and not (run / "checkpoint.pt").exists()
+    assert json.loads((run / CLAIM).read_text()) == foreign          # the new owner's claim kept

@@ -110,7 +110,7 @@ class Claim:
     def check(self, phase: str = "", ctx=None) -> None:
         """A run hook (`hook(phase, ctx)`): raise ClaimLost once the claim was taken over."""
         if self.lost:
-            raise ClaimLost(f"{self.path}: claim taken over by another worker; this one stops")
+            raise ClaimLost(f"{self.path}: claim taken over by another worker")
 
     def release(self) -> None:
         self._stop.set()

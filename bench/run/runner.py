@@ -90,6 +90,8 @@ def run_suite(suite, results_root: str | Path = "results", *, progress: bool = T
                          datasets, bar, log,
                          progress=progress, tensorboard=tensorboard, retry_failed=retry_failed,
                          started=started)
+        except ClaimLost as err:  # our heartbeat went stale and another worker took the run over
+            log(f"{where[spec.run_id]}: {err}; it finishes the run, this one takes the next")
         except Exception as err:
             if not keep_going:
                 raise
