@@ -53,7 +53,10 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     if not dist.active():
         return model
     device = next(model.parameters()).device
-    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if device.type != "cuda":
+        return DistributedDataParallel(model)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return DistributedDataParallel(model, device_ids=[index], output_device=index)
 
 
 def sync_at(net: torch.nn.Module, last: bool):
