@@ -1,9 +1,11 @@
 """Data-parallel runs under torchrun with 2 gloo ranks on the CPU (issue 12 item 3): the run
 completes, writes one result, spends exactly its budget, resumes after both ranks are killed; a
 one-rank torchrun run is bit-identical to a plain run; the global-batch split's gradient is the
-one-process gradient (bench.train.parallel)."""
+one-process gradient (bench.train.parallel); a checkpoint of another world size resumes with
+restarted streams."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -18,10 +20,13 @@ import torch
 import torch.distributed as tdist
 import torch.multiprocessing as mp
 import yaml
+from train_parts import BATCH_SIZE, parts
 
 from bench import dist
+from bench.config.schema import BudgetConfig, TrainConfig
 from bench.errors import BenchError
 from bench.run import distributed
+from bench.train.loop import checkpoint_state, train
 from bench.train.parallel import Split, sync_at, wrap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,3 +199,33 @@ def test_the_split_gradient_is_the_one_process_gradient(tmp_path):
         model(x).square().mean().backward()
         for g, want in zip(got[n], [p.grad for p in model.parameters()]):
             torch.testing.assert_close(g, want, rtol=1e-6, atol=1e-7)
+
+
+def _train(steps: int, **kw) -> dict:
+    """test_train's tiny loop (train_parts), one process."""
+    model, diffusion, batches, gen = parts(0)
+    cfg = TrainConfig(batch_size=BATCH_SIZE, lr=1e-3, ema_decay=0.9, device="cpu", log_every=1)
+    return train(model, diffusion, batches, cfg, BudgetConfig(steps=steps), generator=gen,
+                 progress=False, **kw)
+
+
+def _checkpoint_at_step_3() -> tuple[list[float], dict]:
+    """The losses of an uninterrupted 6-step run and its checkpoint after step 3 (in memory)."""
+    full, saved = _train(6)["losses"], {}
+
+    def snapshot(state):
+        state["last_eval_step"] = state["step"]
+        if state["step"] == 3:
+            saved["ckpt"] = copy.deepcopy(checkpoint_state(state))
+    _train(6, every_kimg=0.024, on_eval=snapshot)
+    return full, saved["ckpt"]
+
+
+def test_a_checkpoint_of_another_world_size_resumes_with_restarted_streams(capsys):
+    full, ckpt = _checkpoint_at_step_3()
+    streams = {"generator": ckpt["generator"], "batches": ckpt["batches"]}
+    one = _train(6, resume={**ckpt, "ranks": [streams], "world_size": 1})
+    assert one["losses"] == full and capsys.readouterr().err == ""   # a 1-rank checkpoint: exact
+    two = _train(6, resume={**ckpt, "ranks": [streams, streams], "world_size": 2})
+    assert "resuming a 2-rank checkpoint on 1 ranks" in capsys.readouterr().err
+    assert two["step"] == 6 and two["losses"][:3] == full[:3] and two["losses"][3:] != full[3:]
