@@ -30,7 +30,8 @@ def test_status_table_names_each_state(tmp_path, capsys):
                                                               "step": 7}, "budget": BUDGET})
     write(folder, "live-s0", {"status": "running", "budget": BUDGET})
     write(folder, "stale-s0", {"status": "running", "budget": BUDGET})
-    (folder / "stale-s0" / CLAIM).write_text(json.dumps({"pid": 4_000_000, "host": socket.gethostname()}))
+    (folder / "stale-s0" / CLAIM).write_text(json.dumps({"pid": 4_000_000, "host": socket.gethostname(),
+                                                         "slurm_job": "77_1"}))
     write(folder, "partial-s0", {"status": "interrupted", "budget": BUDGET})
     write(folder, "torn-s0", text='{"status": "comp')
     write(folder, "extra@v-s0", {"status": "complete", "metrics": {}, "budget": BUDGET})
@@ -47,7 +48,8 @@ def test_status_table_names_each_state(tmp_path, capsys):
     assert "non-finite training loss at step 7" in rows["fail-s0"]
     assert f"PID {os.getpid()} on {socket.gethostname()}" in rows["live-s0"]
     assert "at 0.032 kimg, step 8 of kimg 0.064" in rows["live-s0"]
-    assert "stale claim of PID 4000000" in rows["stale-s0"] and "process gone" in rows["stale-s0"]
+    assert "stale claim of PID 4000000 on " in rows["stale-s0"] and "process gone" in rows["stale-s0"]
+    assert "(Slurm job 77_1)" in rows["stale-s0"]
     assert "interrupted; resumes" in rows["partial-s0"] and "not started" in rows["new-s0"]
     assert "unreadable result.json" in rows["torn-s0"]
     assert lines[-1] == "8 runs: 2 done, 1 running, 1 failed, 4 pending"

@@ -8,7 +8,8 @@ does for trials). A claim is stale when its heartbeat is older than `stale` seco
 default 120), or at once when its owner is on this host and that process is gone. A stale claim is
 taken over by `rename` to a name unique to the taker: of two takers only one rename succeeds, and a
 taker that finds it moved a claim other than the stale one it saw (same inode and token) puts it
-back. An owner whose claim was taken over (its heartbeat thread sees another file at the path)
+back; the taker then creates its claim exclusively like anyone (a process that found no claim in
+between may win instead: still exactly one owner). An owner whose claim was taken over (its heartbeat thread sees another file at the path)
 stops at its next evaluation (`ClaimLost`) without writing. Clocks of the machines sharing a folder
 are assumed to agree to within a fraction of `stale` (NFS mtimes are the server's).
 """
@@ -74,7 +75,8 @@ def is_stale(info: dict, stale: float) -> bool:
 
 def describe(info: dict) -> str:
     """`PID 123 on host, heartbeat 4 s ago` for logs and `bench status`."""
-    who = f"PID {info.get('pid', '?')} on {info.get('host', '?')}"
+    job = f" (Slurm job {info['slurm_job']})" if info.get("slurm_job") else ""
+    who = f"PID {info.get('pid', '?')} on {info.get('host', '?')}{job}"
     gone = ", process gone" if info.get("alive") is False else ""
     return f"{who}, heartbeat {info['age']:.0f} s ago{gone}"
 
@@ -154,11 +156,19 @@ def _create(path: Path) -> str | None:
         return None
     try:
         record = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex,
-                  "started": time.time(), "slurm_job": os.environ.get("SLURM_JOB_ID")}
+                  "started": time.time(), "slurm_job": _slurm_job()}
         os.write(fd, (json.dumps(record) + "\n").encode())
         return record["token"]
     finally:
         os.close(fd)
+
+
+def _slurm_job() -> str | None:
+    """This process's Slurm job as `squeue` shows it (`123_4` for a job array task), or None."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
 
 
 def _take_over(path: Path, seen: dict) -> bool:
