@@ -110,14 +110,14 @@ def test_two_workers_one_killed_mid_run_finish_every_run_exactly_once(tmp_path):
 
 
 def test_two_bench_runs_at_once_never_train_the_same_run(tmp_path):
-    path = tiny_suite(tmp_path, "pair", kimg=0.032)
+    path = tiny_suite(tmp_path, "pair", kimg=0.064)   # runs long enough that both get work
     cmd = [sys.executable, "-m", "bench", "run", str(path), "--results", str(tmp_path / "r"),
            "--no-progress", "--no-tensorboard"]
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=bench_env(tmp_path), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
-    results = check_folder(tmp_path / "r" / "pair", runs=4, images=32)
+    results = check_folder(tmp_path / "r" / "pair", runs=4, images=64)
     counts = [trained_lines(log) for log in logs]
     merged = {r: sum(c.get(r, 0) for c in counts) for r in results}
     assert merged == dict.fromkeys(results, 1), logs        # each run trained by one of them
