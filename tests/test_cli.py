@@ -39,7 +39,7 @@ def smoke(tmp_path_factory) -> Path:
 
 def test_every_run_writes_its_files_and_a_complete_result(smoke):
     runs = sorted(p for p in smoke.iterdir() if (p / "result.json").exists())
-    assert [p.name.split("-s0-")[0] for p in runs] == ["tiny", "tiny_narrow", "tiny_noattn"]
+    assert [p.name.split("-s0-")[0] for p in runs] == ["tiny", "tiny_narrow"]
     assert (smoke / "report.html").stat().st_size > 0
     for run in runs:
         result = json.loads((run / "result.json").read_text())
@@ -64,8 +64,8 @@ def test_every_run_writes_its_files_and_a_complete_result(smoke):
 
 def test_leaderboard_ranks_entries_and_names_their_runs(smoke):
     table = pd.read_csv(smoke / "leaderboard.csv")
-    assert sorted(table["entry"]) == ["tiny", "tiny_narrow", "tiny_noattn"]
-    assert list(table["rank"]) == [1, 2, 3]
+    assert sorted(table["entry"]) == ["tiny", "tiny_narrow"]
+    assert list(table["rank"]) == [1, 2]
     assert table["val_loss"].is_monotonic_increasing
     for entry, runs in zip(table["entry"], table["run_dirs"]):
         assert runs.startswith(f"{entry}-s0-") and (smoke / runs / "result.json").exists()
@@ -77,28 +77,28 @@ def test_same_seed_gives_the_same_samples_grid(smoke, tmp_path):
     grid, pixel for pixel (and a different network's grid differs)."""
     runs = {p.name.split("-s0-")[0]: p for p in smoke.iterdir() if (p / "result.json").exists()}
     bench("run", "suites/smoke.yaml", "--results", str(tmp_path), *FAST,
-          "--set", "models=[{arch: unet_tiny, name: tiny}]")
+          "--set", "models=[{arch: unet_tiny, name: tiny, kwargs: {attention_resolutions: []}}]")
     again = next((tmp_path / "smoke").glob("tiny-s0-*"))
     assert again.name == runs["tiny"].name
     first, second = (json.loads((p / "result.json").read_text()) for p in (runs["tiny"], again))
     assert first["history"] == second["history"]
     grid = Image.open(runs["tiny"] / "samples.png").tobytes()
     assert Image.open(again / "samples.png").tobytes() == grid
-    assert grid != Image.open(runs["tiny_noattn"] / "samples.png").tobytes()
+    assert grid != Image.open(runs["tiny_narrow"] / "samples.png").tobytes()
 
 
 def test_rerun_skips_every_complete_run(smoke):
     proc = bench("run", "suites/smoke.yaml", "--results", str(smoke.parent), *FAST)
-    assert proc.stdout.count("complete, skipped") == 3
+    assert proc.stdout.count("complete, skipped") == 2
 
 
 def test_an_unfinished_run_resumes_from_its_checkpoint(smoke):
-    run = next(p for p in smoke.iterdir() if p.name.startswith("tiny_noattn"))
+    run = next(p for p in smoke.iterdir() if p.name.startswith("tiny_narrow"))
     result = json.loads((run / "result.json").read_text())
     full_losses = [p["train_loss"] for p in result["history"] if "train_loss" in p]
     (run / "result.json").write_text(json.dumps({**result, "status": "running"}))
     proc = bench("run", "suites/smoke.yaml", "--results", str(smoke.parent), *FAST)
-    assert proc.stdout.count("complete, skipped") == 2
+    assert proc.stdout.count("complete, skipped") == 1
     resumed = json.loads((run / "result.json").read_text())
     assert resumed["status"] == "complete" and resumed["budget"]["images"] == 64
     assert [p["train_loss"] for p in resumed["history"] if "train_loss" in p] == full_losses

@@ -48,8 +48,27 @@ def _ids(tmp_path, suite: dict) -> list[str]:
     return [r.run_id for r in load_suite(_write(tmp_path, suite)).runs]
 
 
-def test_ddpm_run_ids_are_unchanged():
-    assert [r.run_id for r in load_suite("suites/smoke.yaml").runs] == SMOKE_IDS
+# The smoke suite as it was before `formulation` existed (three entries, two seeds): its ids then.
+OLD_SMOKE = """
+name: smoke
+data: {dataset: synthetic, image_size: 16, num_images: 1024, seed: 0}
+diffusion: {schedule: linear, timesteps: 1000, target: eps}
+budget: {kimg: 3}
+train: {batch_size: 32, lr: 1.0e-3, warmup_kimg: 0.2, lr_schedule: cosine, ema_decay: 0.99, device: auto}
+eval: {every_kimg: 1, sampler: ddim, steps: 20, grid: 16, sample_batch: 32, val_images: 128,
+       metric: val_loss, metrics: [fid, kid, recon], fid_n: 64, fid_reference_n: 256,
+       kid_subset_size: 32, recon_t: [50, 250, 500, 750, 1000], recon_images: 64}
+models:
+  - {arch: unet_tiny, name: tiny}
+  - {arch: unet_tiny, name: tiny_noattn, kwargs: {attention_resolutions: []}}
+  - {arch: unet_tiny, name: tiny_narrow, kwargs: {base_channels: 8}}
+seeds: [0, 1]
+"""
+
+
+def test_ddpm_run_ids_are_unchanged(tmp_path):
+    (tmp_path / "smoke.yaml").write_text(OLD_SMOKE)
+    assert [r.run_id for r in load_suite(tmp_path / "smoke.yaml").runs] == SMOKE_IDS
 
 
 def test_formulation_at_its_default_stays_out_of_the_run_id(tmp_path):

@@ -1,9 +1,6 @@
 """Semantic checks of one planned run, done before any work (names, values, the model itself).
-
-The model is built on PyTorch's `meta` device, which allocates nothing, so a 100 M-parameter entry
-is checked (kwargs accepted, image size divisible by its down-sampling, parameter count) in
-milliseconds.
-"""
+The model is built on PyTorch's `meta` device (allocates nothing), so a 100 M-parameter entry is
+checked (kwargs accepted, image size divisible by its down-sampling, parameter count) in ms."""
 from __future__ import annotations
 
 import functools
@@ -195,13 +192,14 @@ def _check_values(spec, where: str) -> None:
     if spec.train.lr_min > spec.train.lr:
         raise BenchError(f"{where}: train.lr_min: {spec.train.lr_min} is above train.lr "
                          f"{spec.train.lr}; the cosine floor must be at most the peak")
-    data = spec.data
-    if data.dataset == "synthetic":
-        held = round(data.holdout * data.num_images)
-        if held < 1 or held >= data.num_images:
-            raise BenchError(f"{where}: data.holdout: {data.holdout} of data.num_images "
-                             f"{data.num_images} holds out {held} images; need at least 1 held "
-                             f"out and 1 to train on")
+    data, held = spec.data, round(spec.data.holdout * spec.data.num_images)
+    if data.dataset == "synthetic" and not 1 <= held < data.num_images:
+        raise BenchError(f"{where}: data.holdout: {data.holdout} of data.num_images {data.num_images} "
+                         f"holds out {held} images; need at least 1 held out and 1 to train on")
+    shapes = data.shapes
+    if shapes and (data.dataset != "synthetic" or shapes.min_radius > shapes.max_radius):
+        raise BenchError(f"{where}: data.shapes: {vars(shapes)} needs dataset synthetic (got "
+                         f"{data.dataset}) and min_radius <= max_radius")
 
 
 def _check_task(task, where: str) -> None:

@@ -25,6 +25,8 @@ RANGES = {
     "data.image_size": "[1, 4096]", "data.channels": "{1, 3}", "data.holdout": "(0, 1)",
     "data.limit": "[1, inf)", "data.num_images": "[2, inf)", "data.seed": SEED,
     "data.folds.k": "[2, 1000]", "data.folds.fold": "[0, 999]",
+    "data.shapes.max_count": "[1, 3]", "data.shapes.min_radius": "(0, 0.5]",
+    "data.shapes.max_radius": "(0, 0.5]",
     "diffusion.timesteps": "[1, 100000]", "diffusion.min_snr_gamma": "(0, inf)",
     "diffusion.beta_start": "(0, 1)", "diffusion.beta_end": "(0, 1)",
     "diffusion.edm.sigma_data": "(0, inf)", "diffusion.edm.p_mean": "[-20, 20]",

@@ -23,6 +23,13 @@ class FoldsConfig:
 
 
 @dataclass(frozen=True)
+class ShapesConfig:                   # the synthetic dataset's drawing (bench.data.synthetic)
+    max_count: int = 3                # shapes per image: uniform in 1..max_count
+    min_radius: float = 0.12          # circumradius, uniform in [min_radius, max_radius] (image units)
+    max_radius: float = 0.3
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "synthetic"        # a key of bench.data.DATASETS
     root: str | None = None           # local path of the images (cifar10, folder, fashion_mnist)
@@ -38,6 +45,7 @@ class DataConfig:
     test_root: str | None = None      # folder of the dataset's own test split when `root` is only its
                                       # training part (Fruits-360's Test/ beside Training/): eval.split
     folds: FoldsConfig | None = None  # k-fold cross-validation (bench.data.folds); replaces holdout
+    shapes: ShapesConfig | None = None  # synthetic only: count and size of the shapes (None = defaults)
 
     def __post_init__(self):  # [S, S] is the square S: the same run id as `image_size: S`
         size = self.image_size

@@ -24,6 +24,7 @@ from bench.config.schema import (
     EDMConfig,
     EvalConfig,
     ModelEntry,
+    ShapesConfig,
     TaskConfig,
     TrainConfig,
     build,
@@ -39,7 +40,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become fold
 # the run ids of suites that do not use them never change.
 OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"), ("task", "condition"), ("task", "loss_on"),
                  ("diffusion", "formulation"), ("diffusion", "edm"),
-                 ("train", "micro_batch"), ("eval", "untrained_reference"))
+                 ("train", "micro_batch"), ("eval", "untrained_reference"), ("data", "shapes"))
 TOP_KEYS = {"name", "description", "baseline", "seeds", "folds", "models", "search", *SECTIONS}
 
 
@@ -69,6 +70,8 @@ class RunSpec:
             if section in config and key in config[section] and \
                     getattr(getattr(self, section), key) == default(section, key):
                 config[section].pop(key)
+        if self.data.shapes == ShapesConfig():  # the default drawing: the images of no key
+            config["data"].pop("shapes", None)
         if self.diffusion.formulation == "edm" and self.diffusion.edm is None:
             config["diffusion"]["edm"] = asdict(EDMConfig())  # edm: {} and edm: null are one run
         return config

@@ -138,8 +138,8 @@ def eval_split(dataset: Dataset, split: str) -> tuple[torch.Tensor, torch.Tensor
 def load_synthetic(cfg) -> Dataset:
     """Coloured shapes; train and held-out from disjoint seeded streams. Not cached (fast to draw)."""
     n, m = _caps(cfg.num_images, round(cfg.holdout * cfg.num_images), cfg.limit)
-    train = draw_shapes(n, cfg.image_size, 2 * cfg.seed, cfg.channels)
-    heldout = draw_shapes(m, cfg.image_size, 2 * cfg.seed + 1, cfg.channels)
+    train = draw_shapes(n, cfg.image_size, 2 * cfg.seed, cfg.channels, cfg.shapes)
+    heldout = draw_shapes(m, cfg.image_size, 2 * cfg.seed + 1, cfg.channels, cfg.shapes)
     info = {"source": "procedural shapes", "train": n, "heldout": m, "cache": None, "cache_hit": False,
             "split": f"held-out: {m} further shapes (seed {cfg.seed})"}
     return Dataset(train, heldout, cfg.dataset, info)

@@ -1,10 +1,11 @@
 """Procedural coloured shapes: the `synthetic` dataset of `suites/smoke.yaml`.
 
-Each image is a coloured background with one to three anti-aliased shapes (circle, square, equilateral
+Each image is a coloured background with one to three (`max_count`) anti-aliased shapes (circle, square, equilateral
 triangle) of random colour, size, position and rotation, drawn in pure torch from signed distances
 (the 2-D SDFs of Inigo Quilez's "2D distance functions", in the Chebyshev/half-plane form for the
 polygons). Every parameter is drawn up front from a seeded `torch.Generator`, so the images depend on
-the seed and the image index only, never on the rendering chunk size or the machine.
+the seed and the image index only, never on the rendering chunk size or the machine. `max_count`
+and the radius range (`data.shapes`, `ShapesConfig`) change only the bounds of the same draws.
 
 Train and held-out images come from two disjoint generator streams (2·seed and 2·seed+1), so the
 held-out set is "a further seeded set" that never repeats a training image of any seed.
@@ -23,11 +24,14 @@ _CHUNK = 512                                # images rendered at once (bounds me
 _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
 
 
-def draw_shapes(n: int, size, seed: int, channels: int = 3) -> torch.Tensor:
+def draw_shapes(n: int, size, seed: int, channels: int = 3, shapes=None) -> torch.Tensor:
     """`n` images of `size` (S or (H, W)) as uint8 [n, channels, H, W], a pure function of
-    (n, size, seed). Non-square: the shapes are drawn in the centred min(H, W) square."""
+    (n, size, seed, shapes). Non-square: the shapes are drawn in the centred min(H, W) square.
+    `shapes`: a `ShapesConfig` (max_count, min_radius, max_radius); None = 3, 0.12, 0.3."""
     g = torch.Generator().manual_seed(seed)
-    params = _draw_params(n, g)
+    bounds = (3, 0.12, 0.3) if shapes is None else (shapes.max_count, shapes.min_radius,
+                                                     shapes.max_radius)
+    params = _draw_params(n, g, *bounds)
     out = torch.empty(n, channels, *hw(size), dtype=torch.uint8)
     for lo in range(0, n, _CHUNK):
         chunk = {k: v[lo:lo + _CHUNK] for k, v in params.items()}
@@ -38,7 +42,8 @@ def draw_shapes(n: int, size, seed: int, channels: int = 3) -> torch.Tensor:
     return out
 
 
-def _draw_params(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+def _draw_params(n: int, g: torch.Generator, max_count: int = 3, r_lo: float = 0.12,
+                 r_hi: float = 0.3) -> dict[str, torch.Tensor]:
     """All random choices for `n` images; shape slots beyond an image's count are switched off."""
     k = MAX_SHAPES
 
@@ -47,11 +52,11 @@ def _draw_params(n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
 
     return {
         "background": u(n, 3),                                   # RGB in [0, 1]
-        "count": torch.randint(1, k + 1, (n,), generator=g),     # shapes per image
+        "count": torch.randint(1, max_count + 1, (n,), generator=g),  # shapes per image
         "kind": torch.randint(0, len(SHAPES), (n, k), generator=g),
         "colour": u(n, k, 3),
         "centre": u(n, k, 2, lo=0.2, hi=0.8),                    # (x, y) in image units
-        "radius": u(n, k, lo=0.12, hi=0.3),                      # circumradius, image units
+        "radius": u(n, k, lo=r_lo, hi=r_hi),                     # circumradius, image units
         "angle": u(n, k, lo=0.0, hi=2 * math.pi),
     }
 
