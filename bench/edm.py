@@ -235,9 +235,9 @@ def solve(model, edm: EDM, x: torch.Tensor, sigmas: torch.Tensor, *, second_orde
 
 
 def _ode(model, edm: EDM, shape, steps, generator, device, noise, progress, heun: bool, desc: str):
-    sigmas = edm.sigmas(resolve_steps(steps), device)
+    sigmas = edm.sigmas(resolve_steps(steps))   # host: the loop reads them as floats
     x = noise.to(device, torch.float32) if noise is not None else randn(shape, generator, device)
-    return solve(model, edm, x * sigmas[0], sigmas, second_order=heun, progress=progress,
+    return solve(model, edm, x * sigmas[0].item(), sigmas, second_order=heun, progress=progress,
                  desc=desc).clamp(-1, 1)
 
 

@@ -22,6 +22,8 @@ from bench.device import (
     to_memory_format,
 )
 from bench.diffusion import Diffusion
+from bench.edm import EDM
+from bench.edm import SAMPLERS as EDM_SAMPLERS
 from bench.errors import BenchError
 from bench.samplers import SAMPLERS
 from bench.train.optim import ForeachEMA, make_ema, make_optimizer, update_ema
@@ -251,7 +253,9 @@ def test_diffusion_loss_and_samplers_keep_tensors_on_the_model_device():
     loss, t = diffusion.loss(model, x0, t=torch.tensor([0, 19], device="meta"),
                              noise=torch.zeros_like(x0))
     assert loss.device.type == "meta"
+    edm = EDM(diffusion)
     for name, fn in SAMPLERS.items():
-        out = fn(model, diffusion, x0.shape, steps=None if name == "ddpm" else 4, device="meta",
+        formulation = edm if name in EDM_SAMPLERS else diffusion
+        out = fn(model, formulation, x0.shape, steps=None if name == "ddpm" else 4, device="meta",
                  noise=torch.zeros_like(x0))
         assert out.device.type == "meta", name
