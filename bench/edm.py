@@ -187,9 +187,10 @@ class EDM:
         scale = self._grid("sqrt_ab", t.device)[t.long()].view(-1, 1, 1, 1)
         return self.denoiser(model)(x_t.float() / scale, self.sigma_of(t))
 
-    def sigmas(self, steps: int, device="cpu") -> torch.Tensor:
-        """The sampling σ_0 > … > σ_{N−1} > σ_N = 0 (eq. 5), float32 on `device`."""
-        return karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho).float().to(device)
+    def sigmas(self, steps: int) -> torch.Tensor:
+        """The sampling σ_0 > … > σ_{N−1} > σ_N = 0 (eq. 5), float32 on the host (the sampler loop
+        reads them as floats: no device copy-out per step)."""
+        return karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho).float()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def solve(model, edm: EDM, x: torch.Tensor, sigmas: torch.Tensor, *, second_orde
 
 
 def _ode(model, edm: EDM, shape, steps, generator, device, noise, progress, heun: bool, desc: str):
-    sigmas = edm.sigmas(resolve_steps(steps))   # host: the loop reads them as floats
+    sigmas = edm.sigmas(resolve_steps(steps))
     x = noise.to(device, torch.float32) if noise is not None else randn(shape, generator, device)
     return solve(model, edm, x * sigmas[0].item(), sigmas, second_order=heun, progress=progress,
                  desc=desc).clamp(-1, 1)
