@@ -10,7 +10,7 @@ import pytest
 from fixtures_results import build_suite
 
 from bench.report import numbers, write_report
-from bench.report.tables import ci_column, column
+from bench.report.tables import ci_column, column, protocol_label
 
 
 @pytest.mark.parametrize("mean, std, low, high, cell, ci", [
@@ -59,3 +59,12 @@ def test_the_csv_keeps_full_precision_and_the_markdown_rounds(tmp_path):
     assert csv.loc["base", "val_loss_std"] == pytest.approx(0.015275252316519468, abs=1e-15)
     md = (folder / "leaderboard.md").read_text()
     assert "| 0.503 ± 0.015 |" in md and "0.50333" not in md
+
+
+@pytest.mark.parametrize("sampler, steps, eta, label", [
+    ("ddpm", 1000, None, "DDPM-1000"), ("ddim", 50, 0.0, "DDIM-50"), ("ddim", 50, 1.0, "DDIM-50 η=1"),
+    ("ddim", 20, 0.5, "DDIM-20 η=0.5")])
+def test_the_short_protocol_label_says_a_stochastic_ddims_eta(sampler, steps, eta, label):
+    protocol = {"n_generated": 64, "reference_split": "train", "sampler": sampler, "steps": steps,
+                "eta": eta, "ema": True}
+    assert protocol_label("synthetic 16px", protocol) == f"synthetic 16px · FID-64 vs train · {label} · EMA"

@@ -27,6 +27,9 @@ class ShapesConfig:                   # the synthetic dataset's drawing (bench.d
     max_count: int = 3                # shapes per image: uniform in 1..max_count
     min_radius: float = 0.12          # circumradius, uniform in [min_radius, max_radius] (image units)
     max_radius: float = 0.3
+    rotate: bool = True               # False: upright shapes (squares level, triangles apex up)
+    palette: Literal["uniform", "contrast"] = "uniform"  # contrast: background channels in
+                                      # [0, 0.4], shape channels in [0.6, 1] (light on dark)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,10 @@ class RunSpec:
                 config[section].pop(key)
         if self.data.shapes == ShapesConfig():  # the default drawing: the images of no key
             config["data"].pop("shapes", None)
+        elif self.data.shapes is not None:      # keys added later, at their defaults: ids unchanged
+            for key in ("rotate", "palette"):
+                if getattr(self.data.shapes, key) == getattr(ShapesConfig(), key):
+                    config["data"]["shapes"].pop(key)
         if self.diffusion.formulation == "edm" and self.diffusion.edm is None:
             config["diffusion"]["edm"] = asdict(EDMConfig())  # edm: {} and edm: null are one run
         return config

@@ -4,8 +4,11 @@ Each image is a coloured background with one to three (`max_count`) anti-aliased
 triangle) of random colour, size, position and rotation, drawn in pure torch from signed distances
 (the 2-D SDFs of Inigo Quilez's "2D distance functions", in the Chebyshev/half-plane form for the
 polygons). Every parameter is drawn up front from a seeded `torch.Generator`, so the images depend on
-the seed and the image index only, never on the rendering chunk size or the machine. `max_count`
-and the radius range (`data.shapes`, `ShapesConfig`) change only the bounds of the same draws.
+the seed and the image index only, never on the rendering chunk size or the machine. `data.shapes`
+(`ShapesConfig`) changes only what the same draws become: `max_count` and the radius range bound
+them, `rotate: false` stands every shape upright and `palette: contrast` maps the background into
+[0, 0.4] and the shapes into [0.6, 1] per channel, so no shape melts into its background (the
+smoke suite's easy-to-learn setting).
 
 Train and held-out images come from two disjoint generator streams (2·seed and 2·seed+1), so the
 held-out set is "a further seeded set" that never repeats a training image of any seed.
@@ -27,11 +30,15 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L"
 def draw_shapes(n: int, size, seed: int, channels: int = 3, shapes=None) -> torch.Tensor:
     """`n` images of `size` (S or (H, W)) as uint8 [n, channels, H, W], a pure function of
     (n, size, seed, shapes). Non-square: the shapes are drawn in the centred min(H, W) square.
-    `shapes`: a `ShapesConfig` (max_count, min_radius, max_radius); None = 3, 0.12, 0.3."""
+    `shapes`: a `ShapesConfig` (count, radius bounds, rotation, palette); None = its defaults."""
     g = torch.Generator().manual_seed(seed)
-    bounds = (3, 0.12, 0.3) if shapes is None else (shapes.max_count, shapes.min_radius,
-                                                     shapes.max_radius)
+    bounds = () if shapes is None else (shapes.max_count, shapes.min_radius, shapes.max_radius)
     params = _draw_params(n, g, *bounds)
+    if shapes is not None and not shapes.rotate:  # the same draws, upright: a triangle's apex up
+        params["angle"] = torch.full_like(params["angle"], math.pi)
+    if shapes is not None and shapes.palette == "contrast":  # light shapes on dark backgrounds
+        params["background"] = params["background"] * 0.4
+        params["colour"] = 0.6 + 0.4 * params["colour"]
     out = torch.empty(n, channels, *hw(size), dtype=torch.uint8)
     for lo in range(0, n, _CHUNK):
         chunk = {k: v[lo:lo + _CHUNK] for k, v in params.items()}

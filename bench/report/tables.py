@@ -194,12 +194,14 @@ def groups_frame(runs: pd.DataFrame, records: dict) -> pd.DataFrame:
 
 
 def protocol_label(data: str, protocol: dict | None) -> str:
-    """A comparison group's heading: `cifar10 32px · FID-4096 vs train · DDPM-1000 · EMA`."""
+    """A comparison group's heading: `cifar10 32px · FID-4096 vs train · DDPM-1000 · EMA` (a DDIM
+    with η > 0 says its η: `DDIM-50 η=1`)."""
     if not protocol:
         return f"{data} · no FID protocol"
     p = protocol
+    eta = f" η={p['eta']:g}" if p.get("sampler") == "ddim" and p.get("eta") else ""  # ancestral DDIM
     return (f"{data} · FID-{p.get('n_generated')} vs {p.get('reference_split')} · "
-            f"{str(p.get('sampler')).upper()}-{p.get('steps')} · {'EMA' if p.get('ema') else 'raw'}")
+            f"{str(p.get('sampler')).upper()}-{p.get('steps')}{eta} · {'EMA' if p.get('ema') else 'raw'}")
 
 
 def leaderboard_note(table: pd.DataFrame) -> str:
