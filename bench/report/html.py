@@ -38,6 +38,9 @@ table[id^="leaderboard"] td:first-child, table[id^="leaderboard"] th:first-child
 table[id^="leaderboard"] td:nth-child(2), table[id^="leaderboard"] th:nth-child(2) { text-align: left; }
 table[id^="leaderboard"] td:nth-child(2), table[id^="quality"] td:first-child,
 table[id^="cost"] td:first-child { position: sticky; left: 0; background: #fff; }  /* if it scrolls */
+table#protocols td { white-space: normal; overflow-wrap: anywhere; }  /* long protocols wrap */
+table#protocols td:first-child { white-space: nowrap; overflow-wrap: normal; }
+table#protocols td:nth-child(2) { min-width: 28em; text-align: left; }
 details { margin: 2px 0; font-size: 12.5px; } details code { white-space: normal; }
 img.plot { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
 .grids { display: flex; flex-wrap: wrap; gap: 14px; }
@@ -75,7 +78,7 @@ def write_html(results, table: pd.DataFrame, plots: dict, path: str | Path, fold
                          plots.get("sample_grids")))
     body.append(_section("provenance", "Protocol and environment of each row",
                          "Distinct values over the row's runs; every run folder holds its full "
-                         "result.json.", _table(provenance(results, table))))
+                         "result.json.", _table(provenance(results, table), "protocols")))
     incomplete = [s for s in tables if s.key == "incomplete"]
     if incomplete:
         body.append(_question("incomplete", "Which runs are missing?", incomplete, []))
