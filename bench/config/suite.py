@@ -36,11 +36,11 @@ from bench.errors import BenchError, choices_error
 SECTIONS = {"data": DataConfig, "task": TaskConfig, "diffusion": DiffusionConfig,
             "budget": BudgetConfig, "train": TrainConfig, "eval": EvalConfig}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")   # entry names become folder names
-# Keys added after run ids existed: at their schema default they stay out of the hashed config, so
-# the run ids of suites that do not use them never change.
-OPTIONAL_KEYS = (("train", "early_stop"), ("data", "folds"), ("task", "condition"), ("task", "loss_on"),
-                 ("diffusion", "formulation"), ("diffusion", "edm"),
-                 ("train", "micro_batch"), ("eval", "untrained_reference"), ("data", "shapes"))
+# Keys added after run ids existed (dotted paths, at any depth): at their schema default they stay
+# out of the hashed config, so the run ids of suites that do not use them never change.
+OPTIONAL_KEYS = ("train.early_stop", "data.folds", "task.condition", "task.loss_on",
+                 "diffusion.formulation", "diffusion.edm", "train.micro_batch",
+                 "eval.untrained_reference", "data.shapes", "data.shapes.rotate", "data.shapes.palette")
 TOP_KEYS = {"name", "description", "baseline", "seeds", "folds", "models", "search", *SECTIONS}
 
 
@@ -66,16 +66,10 @@ class RunSpec:
                   "train": asdict(self.train), "eval": training_eval(self.eval)}
         if self.task.kind != "unconditional":  # keeps unconditional run ids unchanged
             config["task"] = asdict(self.task)
-        for section, key in OPTIONAL_KEYS:  # at their default: left out, older run ids unchanged
-            if section in config and key in config[section] and \
-                    getattr(getattr(self, section), key) == default(section, key):
-                config[section].pop(key)
+        for path in OPTIONAL_KEYS:  # at their default: left out, older run ids unchanged
+            _drop_default(self, config, path.split("."))
         if self.data.shapes == ShapesConfig():  # the default drawing: the images of no key
             config["data"].pop("shapes", None)
-        elif self.data.shapes is not None:      # keys added later, at their defaults: ids unchanged
-            for key in ("rotate", "palette"):
-                if getattr(self.data.shapes, key) == getattr(ShapesConfig(), key):
-                    config["data"]["shapes"].pop(key)
         if self.diffusion.formulation == "edm" and self.diffusion.edm is None:
             config["diffusion"]["edm"] = asdict(EDMConfig())  # edm: {} and edm: null are one run
         return config
@@ -92,10 +86,22 @@ class RunSpec:
         return f"{self.entry.name}{fold}-s{self.seed}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
-def default(section: str, key: str) -> Any:
-    """The schema default of `section.key` (its default factory's value for lists and dicts)."""
-    f = next(f for f in fields(SECTIONS[section]) if f.name == key)
+def default(cls: type, key: str) -> Any:
+    """The schema default of dataclass `cls`'s `key` (its default factory's value for lists, dicts)."""
+    f = next(f for f in fields(cls) if f.name == key)
     return f.default_factory() if f.default is MISSING else f.default
+
+
+def _drop_default(spec: RunSpec, config: dict, path: list[str]) -> None:
+    """Pop `config[path]` where the spec's value there is its schema default (sections absent from
+    the config, such as `task` of an unconditional run, or a None parent are left alone)."""
+    *parents, key = path
+    obj, node = spec, config
+    for name in parents:
+        obj, node = getattr(obj, name, None), node.get(name) if isinstance(node, dict) else None
+    if obj is not None and isinstance(node, dict) and key in node and \
+            getattr(obj, key) == default(type(obj), key):
+        node.pop(key)
 
 
 @dataclass(frozen=True)

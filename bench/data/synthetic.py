@@ -32,13 +32,11 @@ def draw_shapes(n: int, size, seed: int, channels: int = 3, shapes=None) -> torc
     (n, size, seed, shapes). Non-square: the shapes are drawn in the centred min(H, W) square.
     `shapes`: a `ShapesConfig` (count, radius bounds, rotation, palette); None = its defaults."""
     g = torch.Generator().manual_seed(seed)
-    bounds = () if shapes is None else (shapes.max_count, shapes.min_radius, shapes.max_radius)
-    params = _draw_params(n, g, *bounds)
-    if shapes is not None and not shapes.rotate:  # the same draws, upright: a triangle's apex up
-        params["angle"] = torch.full_like(params["angle"], math.pi)
-    if shapes is not None and shapes.palette == "contrast":  # light shapes on dark backgrounds
-        params["background"] = params["background"] * 0.4
-        params["colour"] = 0.6 + 0.4 * params["colour"]
+    if shapes is None:
+        params = _draw_params(n, g)
+    else:
+        params = _restyle(_draw_params(n, g, shapes.max_count, shapes.min_radius, shapes.max_radius),
+                          shapes.rotate, shapes.palette)
     out = torch.empty(n, channels, *hw(size), dtype=torch.uint8)
     for lo in range(0, n, _CHUNK):
         chunk = {k: v[lo:lo + _CHUNK] for k, v in params.items()}
@@ -66,6 +64,16 @@ def _draw_params(n: int, g: torch.Generator, max_count: int = 3, r_lo: float = 0
         "radius": u(n, k, lo=r_lo, hi=r_hi),                     # circumradius, image units
         "angle": u(n, k, lo=0.0, hi=2 * math.pi),
     }
+
+
+def _restyle(p: dict[str, torch.Tensor], rotate: bool, palette: str) -> dict[str, torch.Tensor]:
+    """The same draws, upright (angle π: a triangle's apex up) and/or in the contrast palette
+    (background channels into [0, 0.4], shape channels into [0.6, 1]: light shapes on dark)."""
+    if not rotate:
+        p["angle"] = torch.full_like(p["angle"], math.pi)
+    if palette == "contrast":
+        p["background"], p["colour"] = 0.4 * p["background"], 0.6 + 0.4 * p["colour"]
+    return p
 
 
 def _render(p: dict[str, torch.Tensor], size) -> torch.Tensor:
